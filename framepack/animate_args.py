@@ -1,0 +1,33 @@
+"""Arguments of `framepack-bot animate` (kept apart from `animate.py` so that
+building the parser imports no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="the picture to animate")
+    parser.add_argument(
+        "--prompt", required=True, help="what should happen; '[0s: ...] [3s: ...]' per section"
+    )
+    parser.add_argument("--output", "-o", type=Path, required=True, help="where to write the MP4")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="video length (default: config)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps per section")
+    parser.add_argument("--guidance", type=float, default=None, help="distilled guidance scale")
+    parser.add_argument(
+        "--model",
+        choices=["framepack", "f1", "tiny"],
+        default=None,
+        help="model preset (default: config)",
+    )
+    parser.add_argument(
+        "--end-image", type=Path, default=None, help="last frame (framepack model only)"
+    )
+    parser.add_argument(
+        "--config", default=None, help="TOML config for model sources and memory mode"
+    )

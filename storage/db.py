@@ -1,0 +1,174 @@
+"""The one place that owns the connection policy and the schema.
+
+WAL (readers never block the writer: the bot reads events while the worker
+writes them), a busy timeout (the bot and the workers are separate processes
+that take turns at the write lock), autocommit mode with explicit `BEGIN
+IMMEDIATE` transactions (a claim takes the write lock before it reads, so two
+processes cannot pick the same job), and numbered migrations recorded in
+`PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Migration N brings a database from version N-1 to N. Never edit a released
+# one: append. Tests build a database at every earlier version and migrate it.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the queue itself
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        user_name TEXT NOT NULL DEFAULT '',
+        chat_id TEXT NOT NULL,
+        params TEXT NOT NULL,
+        input_path TEXT NOT NULL,
+        end_image_path TEXT,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker_id TEXT,
+        queued_at REAL NOT NULL,
+        started_at REAL,
+        heartbeat_at REAL,
+        finished_at REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        result_path TEXT,
+        error TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (platform, user_id, status);
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id);
+    CREATE TABLE IF NOT EXISTS users (
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        banned INTEGER NOT NULL DEFAULT 0,
+        ban_reason TEXT NOT NULL DEFAULT '',
+        overrides TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (platform, user_id)
+    );
+    """,
+    # 2: fair order kept in a column (a claim is one indexed look-up, not a
+    # window over every waiting job), delivery copies, chat message references,
+    # timings for estimates, platform data of the job's origin
+    """
+    ALTER TABLE jobs ADD COLUMN fair_rank INTEGER;
+    ALTER TABLE jobs ADD COLUMN upload_limit INTEGER;
+    ALTER TABLE jobs ADD COLUMN delivery_path TEXT;
+    ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE jobs ADD COLUMN files_removed INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET fair_rank = (
+        SELECT COUNT(*) FROM jobs AS j2
+        WHERE j2.platform = jobs.platform AND j2.user_id = jobs.user_id AND j2.status = 'queued'
+          AND (j2.queued_at, j2.id) <= (jobs.queued_at, jobs.id)
+    ) WHERE status = 'queued';
+    CREATE INDEX IF NOT EXISTS jobs_fair_order ON jobs (fair_rank, queued_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX IF NOT EXISTS jobs_running ON jobs (heartbeat_at) WHERE status = 'running';
+    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS chat_messages (
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (job_id, platform)
+    );
+    CREATE TABLE IF NOT EXISTS timings (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        video_seconds REAL NOT NULL,
+        steps INTEGER NOT NULL,
+        sections INTEGER NOT NULL,
+        render_seconds REAL NOT NULL,
+        step_seconds REAL NOT NULL,
+        finished_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS timings_recent ON timings (finished_at);
+    CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer framepack-bot."""
+
+
+def migrate_sync(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the migrations up to `target`; return the version before. Idempotent."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database is at schema version {version}; this framepack-bot knows up to "
+            f"{SCHEMA_VERSION}: upgrade framepack-bot"
+        )
+    for number in range(version + 1, target + 1):
+        # executescript commits first; the migration and its version bump are
+        # one transaction so a crash never leaves a half-migrated file.
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+    return version
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash
+    # can lose the last transactions), and much faster than FULL.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def open_sync(path: Path | str) -> sqlite3.Connection:
+    """A configured, migrated blocking connection (for the worker's thread and tools)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    _configure(conn)
+    migrate_sync(conn)
+    return conn
+
+
+async def connect(path: Path | str) -> aiosqlite.Connection:
+    """A configured, migrated connection in autocommit mode."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = aiosqlite.Row
+    try:
+        # aiosqlite runs these in the connection's own thread
+        await conn._execute(_configure, conn._conn)
+        await conn._execute(migrate_sync, conn._conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any error."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")

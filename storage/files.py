@@ -1,0 +1,92 @@
+"""The file layout of the data dir, and retention.
+
+```
+data_dir/
+  framepack-bot.sqlite3      the database (WAL: -wal and -shm beside it)
+  inputs/<token>.png         pictures as received, written before the job is queued
+  work/<job>/                the worker's checkpoints and partial videos (resume state)
+  previews/<job>/            step previews (PNG) shown while it renders
+  videos/<job>/              final.mp4, and a copy that fits the platform's upload limit
+```
+A job's files are named by its id, so retention and the two processes agree on
+them without storing every path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.store import JobStore
+
+ORPHAN_INPUT_AGE = 24 * 3600.0  # an input no job refers to (a crash between write and queue)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "framepack-bot.sqlite3"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "inputs"
+
+    def new_input_path(self, suffix: str = ".png") -> Path:
+        self.inputs.mkdir(parents=True, exist_ok=True)
+        return self.inputs / f"{uuid.uuid4().hex}{suffix}"
+
+    def work_dir(self, job_id: int) -> Path:
+        return self.root / "work" / str(job_id)
+
+    def previews_dir(self, job_id: int) -> Path:
+        return self.root / "previews" / str(job_id)
+
+    def videos_dir(self, job_id: int) -> Path:
+        return self.root / "videos" / str(job_id)
+
+    def job_dirs(self, job_id: int) -> list[Path]:
+        return [self.work_dir(job_id), self.previews_dir(job_id), self.videos_dir(job_id)]
+
+    def ensure(self) -> None:
+        for sub in ("inputs", "work", "previews", "videos"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write a file so that a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+async def remove_expired_files(store: JobStore, data: DataDir, older_than: float) -> int:
+    """Remove the files of finished jobs older than `older_than` seconds.
+
+    Never touches a done job that was not delivered yet (a bot that was down
+    must still be able to send it). Returns how many jobs lost their files.
+    """
+    removed = 0
+    for job in await store.expired_jobs(older_than):
+        for folder in data.job_dirs(job.id):
+            shutil.rmtree(folder, ignore_errors=True)
+        for name in (job.input_path, job.end_image_path):
+            if name:
+                Path(name).unlink(missing_ok=True)
+        await store.mark_files_removed(job.id)
+        removed += 1
+    if data.inputs.is_dir():
+        referenced = await store.referenced_inputs()
+        cutoff = time.time() - ORPHAN_INPUT_AGE
+        for path in data.inputs.iterdir():
+            if str(path) not in referenced and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+    return removed

@@ -1,0 +1,154 @@
+"""What the store hands out: frozen records, never rows.
+
+A job is data; the bot and the worker share it only through these records, the
+events and the files of the data dir.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # waiting for a worker; also a job whose worker died (it resumes)
+    RUNNING = "running"  # claimed by a worker that heart-beats
+    DONE = "done"  # the final video is in the data dir (delivery is recorded apart)
+    FAILED = "failed"  # ended with a reason a user can read
+    CANCELLED = "cancelled"  # by its owner or an admin
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Every legal change of status. Anything else is a bug and is refused.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.DONE: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class EventKind(StrEnum):
+    QUEUED = "queued"  # accepted into the queue (position at the time)
+    STARTED = "started"  # a worker began or resumed it: sections, steps, first section
+    STEP = "step"  # section, step, steps; preview picture file
+    SECTION = "section"  # section, sections, frames so far, partial video file
+    REQUEUED = "requeued"  # its worker stopped; it will resume from its last section
+    DONE = "done"  # final video file, metadata
+    FAILED = "failed"  # reason
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """What the user asked for; validated by the bot before it is queued."""
+
+    prompt: str
+    seconds: float = 5.0
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 10.0
+    model: str = "framepack"  # framepack | f1
+    negative_prompt: str = ""
+    cfg: float = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobParams:
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    platform: str  # "telegram" | "discord" | "cli"
+    user_id: str
+    user_name: str
+    chat_id: str
+    params: JobParams
+    input_path: str
+    end_image_path: str | None
+    status: JobStatus
+    attempts: int
+    worker_id: str | None
+    queued_at: float
+    started_at: float | None
+    heartbeat_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+    upload_limit: int | None  # bytes; the worker also writes a copy that fits it
+    result_path: str | None
+    delivery_path: str | None
+    error: str | None
+    delivered_at: float | None
+    origin: dict[str, Any] = field(default_factory=dict)  # platform data: source message, reroll of
+
+    @property
+    def user_key(self) -> tuple[str, str]:
+        return (self.platform, self.user_id)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: int  # global, increasing: read "every event after id N"
+    job_id: int
+    kind: EventKind
+    data: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    platform: str
+    user_id: str
+    banned: bool
+    ban_reason: str
+    overrides: dict[str, Any]  # per-user queue limits, e.g. {"max_waiting_per_user": 10}
+
+
+@dataclass(frozen=True)
+class ChatMessageRef:
+    """Which chat message shows which job, so a restarted bot edits the same one."""
+
+    job_id: int
+    platform: str
+    chat_id: str
+    message_id: str
+    state: dict[str, Any]  # what the adapter last rendered (to skip unchanged edits)
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    job_id: int
+    position: int  # 1: next to run
+    ahead: int  # waiting jobs that run first
+    running: int  # jobs rendering now
+    estimated_start: float  # seconds from now
+    estimated_duration: float  # seconds of rendering for this job
+
+
+@dataclass(frozen=True)
+class Timing:
+    job_id: int
+    model: str
+    video_seconds: float
+    steps: int
+    sections: int
+    render_seconds: float  # first step to done, model loading excluded
+    step_seconds: float  # mean seconds per step
+    finished_at: float

@@ -1,0 +1,249 @@
+"""The job store on a real SQLite file: the job's life, limits, events, delivery."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from storage.db import transaction
+from storage.records import TRANSITIONS, EventKind, JobParams, JobStatus, Timing
+from storage.store import IllegalTransition, JobLost, JobStore, QueueLimits, QueueRefused
+from tests.conftest import ManualClock, add_job
+
+
+async def job_in(store: JobStore, status: JobStatus) -> int:
+    """A job brought to `status` through the public operations."""
+    job_id = await add_job(store, f"user-{status.value}-{store.clock()}")
+    if status is JobStatus.QUEUED:
+        return job_id
+    claimed = await store.claim("w1")
+    assert claimed is not None and claimed.id == job_id
+    if status is JobStatus.RUNNING:
+        return job_id
+    if status is JobStatus.DONE:
+        await store.complete(job_id, "w1", result_path="/v/final.mp4")
+    elif status is JobStatus.FAILED:
+        await store.fail(job_id, "boom", worker_id="w1")
+    elif status is JobStatus.CANCELLED:
+        await store.cancel(job_id)
+        await store.confirm_cancelled(job_id, "w1")
+    return job_id
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), list(itertools.product(list(JobStatus), list(JobStatus)))
+)
+async def test_every_transition_is_checked(store: JobStore, source, target) -> None:
+    job_id = await job_in(store, source)
+    assert (await store.get(job_id)).status is source
+    legal = target in TRANSITIONS[source]
+    async with transaction(store.conn):
+        if legal:
+            job = await store._transition(job_id, target)
+            assert job.status is target
+        else:
+            with pytest.raises(IllegalTransition):
+                await store._transition(job_id, target)
+    if not legal:
+        assert (await store.get(job_id)).status is source  # nothing changed
+
+
+def test_transition_table_matches_the_design() -> None:
+    assert TRANSITIONS[JobStatus.QUEUED] == {JobStatus.RUNNING, JobStatus.CANCELLED,
+                                              JobStatus.FAILED}
+    assert TRANSITIONS[JobStatus.RUNNING] == {JobStatus.QUEUED, JobStatus.DONE,
+                                               JobStatus.FAILED, JobStatus.CANCELLED}
+    for final in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+        assert TRANSITIONS[final] == set()
+
+
+async def test_a_finished_job_cannot_be_cancelled_or_completed_again(store: JobStore) -> None:
+    job_id = await job_in(store, JobStatus.DONE)
+    with pytest.raises(IllegalTransition, match="already done"):
+        await store.cancel(job_id)
+    with pytest.raises(JobLost):
+        await store.complete(job_id, "w1", result_path="/x")
+
+
+async def test_claim_gives_the_job_to_one_worker_with_events(store: JobStore) -> None:
+    job_id = await add_job(store)
+    job = await store.claim("w1")
+    assert job is not None and job.id == job_id
+    assert job.status is JobStatus.RUNNING and job.worker_id == "w1" and job.attempts == 1
+    assert await store.claim("w2") is None
+    assert await store.heartbeat(job_id, "w1") is False
+    with pytest.raises(JobLost):
+        await store.heartbeat(job_id, "w2")
+    done = await store.complete(job_id, "w1", result_path="/v/final.mp4", metadata={"frames": 9})
+    assert done.status is JobStatus.DONE and done.finished_at is not None
+    kinds = [e.kind for e in await store.events_since(0, job_id=job_id)]
+    assert kinds == [EventKind.QUEUED, EventKind.DONE]
+    last = (await store.events_since(0))[-1]
+    assert last.data == {"video": "/v/final.mp4", "delivery": None, "frames": 9}
+
+
+async def test_cancel_waiting_at_once_running_by_flag(store: JobStore) -> None:
+    waiting = await add_job(store, "a")
+    running = await add_job(store, "b")
+    await store.cancel(waiting)
+    assert (await store.get(waiting)).status is JobStatus.CANCELLED
+    job = await store.claim("w1")
+    assert job is not None and job.id == running
+    flagged = await store.cancel(running)
+    assert flagged.status is JobStatus.RUNNING and flagged.cancel_requested
+    assert await store.heartbeat(running, "w1") is True
+    assert (await store.confirm_cancelled(running, "w1")).status is JobStatus.CANCELLED
+
+
+async def test_stale_job_is_handed_out_again_then_fails(
+    tmp_path, clock: ManualClock
+) -> None:
+    limits = QueueLimits(max_attempts=2, heartbeat_timeout=30)
+    async with await JobStore.open(tmp_path / "db", limits, clock=clock) as store:
+        job_id = await add_job(store)
+        assert (await store.claim("dead-worker")).id == job_id
+        clock.advance(10)
+        assert await store.claim("w2") is None  # not stale yet
+        clock.advance(31)
+        again = await store.claim("w2")
+        assert again is not None and again.id == job_id and again.attempts == 2
+        with pytest.raises(JobLost):
+            await store.heartbeat(job_id, "dead-worker")
+        kinds = [e.kind for e in await store.events_since(0, job_id=job_id)]
+        assert EventKind.REQUEUED in kinds
+        clock.advance(31)
+        assert await store.claim("w3") is None
+        failed = await store.get(job_id)
+        assert failed.status is JobStatus.FAILED
+        assert "stopped 2 times" in (failed.error or "")
+
+
+async def test_release_puts_the_job_back_without_counting_an_attempt(store: JobStore) -> None:
+    job_id = await add_job(store)
+    await store.claim("w1")
+    back = await store.release(job_id, "w1")
+    assert back.status is JobStatus.QUEUED and back.attempts == 0 and back.worker_id is None
+    assert (await store.claim("w2")).id == job_id
+
+
+async def test_limits_each_refused_with_a_reason(tmp_path, clock: ManualClock) -> None:
+    limits = QueueLimits(max_waiting_per_user=2, max_waiting=3, max_video_seconds_per_day=12,
+                         cooldown_seconds=5)
+    async with await JobStore.open(tmp_path / "db", limits, clock=clock) as store:
+        await add_job(store, "a", tick=10)
+        with pytest.raises(QueueRefused) as refused:
+            await add_job(store, "a", tick=1)
+        assert refused.value.reason == "cooldown" and "wait 4 s" in refused.value.message
+        await add_job(store, "a", tick=10)
+        with pytest.raises(QueueRefused) as refused:
+            await add_job(store, "a", tick=10)
+        assert refused.value.reason == "user_limit" and "/cancel" in refused.value.message
+        await add_job(store, "b", tick=10)
+        with pytest.raises(QueueRefused) as refused:
+            await add_job(store, "c", tick=10)
+        assert refused.value.reason == "queue_full"
+        assert (await store.counts())["queued"] == 3
+        # daily seconds: a has used 10 of 12; finishing jobs does not give them back
+        for _ in range(3):
+            job = await store.claim("w")
+            await store.complete(job.id, "w", result_path="/v")
+        with pytest.raises(QueueRefused) as refused:
+            await add_job(store, "a", tick=10, seconds=5)
+        assert refused.value.reason == "daily_limit"
+        assert "2 of your 12 seconds" in refused.value.message
+        await add_job(store, "a", tick=10, seconds=2)
+        # admins are exempt from per-user limits
+        await add_job(store, "a", tick=1, seconds=30, exempt=True)
+
+
+async def test_banned_user_is_refused_and_their_waiting_jobs_cancelled(store: JobStore) -> None:
+    job_id = await add_job(store, "troll")
+    await store.set_banned("telegram", "troll", True, "spam")
+    assert (await store.get(job_id)).status is JobStatus.CANCELLED
+    with pytest.raises(QueueRefused, match=r"not allowed .*\(spam\)"):
+        await add_job(store, "troll")
+    await store.set_banned("telegram", "troll", False)
+    await add_job(store, "troll")
+
+
+async def test_per_user_override(tmp_path, clock) -> None:
+    async with await JobStore.open(tmp_path / "db", QueueLimits(max_waiting_per_user=1),
+                                   clock=clock) as store:
+        await store.set_overrides("telegram", "vip", {"max_waiting_per_user": 2})
+        await add_job(store, "vip")
+        await add_job(store, "vip")
+        with pytest.raises(QueueRefused):
+            await add_job(store, "vip")
+
+
+async def test_pause_stops_claims_not_enqueues(store: JobStore) -> None:
+    await store.set_paused(True)
+    job_id = await add_job(store)
+    assert await store.claim("w1") is None
+    await store.set_paused(False)
+    assert (await store.claim("w1")).id == job_id
+
+
+async def test_positions_and_estimates_follow_timings(store: JobStore, clock) -> None:
+    ids = [await add_job(store, u) for u in ("a", "a", "b")]
+    positions = await store.positions()
+    assert [positions[i].position for i in ids] == [1, 3, 2]  # b's first job before a's second
+    default = positions[ids[0]].estimated_duration
+    assert default > 0
+    await store.record_timing(Timing(job_id=ids[0], model="framepack", video_seconds=5, steps=25,
+                                     sections=1, render_seconds=25, step_seconds=0.5,
+                                     finished_at=clock()))
+    job = await store.claim("w1")
+    assert job.id == ids[0]
+    positions = await store.positions()
+    # 5 s at 30 fps is 4 sections of 25 steps: 50 s at 0.5 s a step
+    assert positions[ids[2]].estimated_duration == pytest.approx(50.0)
+    # a's second job is now a's first waiting one and was queued before b's: it runs next
+    assert positions[ids[1]].position == 1
+    assert positions[ids[1]].estimated_start == pytest.approx(50.0)  # after the running one
+    assert positions[ids[2]].estimated_start == pytest.approx(100.0)
+    assert await store.position(ids[0]) is None  # running: no position
+
+
+async def test_delivery_is_recorded_once(store: JobStore) -> None:
+    job_id = await job_in(store, JobStatus.DONE)
+    assert [j.id for j in await store.undelivered()] == [job_id]
+    assert await store.mark_delivered(job_id) is True
+    assert await store.mark_delivered(job_id) is False
+    assert await store.undelivered() == []
+
+
+async def test_events_since_reads_in_order_across_jobs(store: JobStore) -> None:
+    a = await add_job(store, "a")
+    b = await add_job(store, "b")
+    first = await store.last_event_id()
+    await store.add_event(a, EventKind.STEP, {"step": 1})
+    await store.add_event(b, EventKind.STEP, {"step": 1})
+    await store.add_event(a, EventKind.STEP, {"step": 2})
+    events = await store.events_since(first)
+    assert [(e.job_id, e.data["step"]) for e in events] == [(a, 1), (b, 1), (a, 2)]
+    assert [e.data["step"] for e in await store.events_since(first, job_id=a)] == [1, 2]
+
+
+async def test_chat_message_refs_survive_reopen(tmp_path, clock) -> None:
+    path = tmp_path / "db"
+    async with await JobStore.open(path, clock=clock) as store:
+        job_id = await add_job(store)
+        await store.set_message(job_id, "telegram", "42", "1001", {"caption": "queued"})
+        await store.set_origin(job_id, message_id=7)
+    async with await JobStore.open(path, clock=clock) as store:
+        ref = await store.message(job_id, "telegram")
+        assert ref is not None and ref.message_id == "1001" and ref.state == {"caption": "queued"}
+        await store.update_message_state(job_id, "telegram", {"caption": "rendering"})
+        assert (await store.message(job_id, "telegram")).state == {"caption": "rendering"}
+        assert (await store.get(job_id)).origin == {"message_id": 7}
+
+
+async def test_params_round_trip(store: JobStore) -> None:
+    params = JobParams(prompt="[0s: walk] [2s: turn]", seconds=7.5, seed=42, steps=20,
+                       guidance=9.0, model="f1")
+    job = await store.enqueue(platform="discord", user_id="9", chat_id="1", params=params,
+                              input_path="/in.png", upload_limit=10 << 20)
+    again = await store.get(job.id)
+    assert again.params == params and again.upload_limit == 10 << 20
