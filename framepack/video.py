@@ -193,13 +193,19 @@ def encode_mp4(
     return path
 
 
-def probe(path: Path) -> VideoInfo:
-    """Frame count, rate, size, duration and metadata of the first video stream."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    # Stream copy into framecrc: one line per packet (one packet per frame in
-    # MP4) with its timestamps, nothing decoded, so long videos probe fast.
+@dataclass(frozen=True)
+class _Packets:
+    """The first video stream's packets as the container indexes them (one per frame in MP4)."""
+
+    width: int
+    height: int
+    seconds: Fraction  # first packet's start to last packet's end
+    sizes: tuple[int, ...]  # bytes of each packet
+
+
+def _packets(path: Path) -> _Packets:
+    # Stream copy into framecrc: one line per packet with its timestamps and
+    # size, nothing decoded, so even a long video is read in milliseconds.
     out = _run(
         ["-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy",
          "-f", "framecrc", "pipe:1"],
@@ -209,6 +215,7 @@ def probe(path: Path) -> VideoInfo:
     width = height = 0
     starts: list[int] = []
     ends: list[int] = []
+    sizes: list[int] = []
     for line in out.splitlines():
         if line.startswith("#tb 0:"):
             time_base = Fraction(line.split(":", 1)[1].strip())
@@ -216,20 +223,29 @@ def probe(path: Path) -> VideoInfo:
             width, height = (int(v) for v in line.split(":", 1)[1].strip().split("x"))
         elif line and not line.startswith("#"):
             # stream_index, dts, pts, duration, size, checksum[, flags]
-            _, _, pts, duration, *_ = (field.strip() for field in line.split(","))
+            _, _, pts, duration, size, *_ = (field.strip() for field in line.split(","))
             starts.append(int(pts))
             ends.append(int(pts) + int(duration))
+            sizes.append(int(size))
     if not starts:
         raise VideoError(f"{path.name} holds no video frames")
-    frames = len(starts)
     seconds = (max(ends) - min(starts)) * time_base
-    fps = float(frames / seconds) if seconds > 0 else 0.0
+    return _Packets(width=width, height=height, seconds=seconds, sizes=tuple(sizes))
+
+
+def probe(path: Path) -> VideoInfo:
+    """Frame count, rate, size, duration and metadata of the first video stream."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    packets = _packets(path)
+    frames = len(packets.sizes)
     return VideoInfo(
         frames=frames,
-        fps=fps,
-        width=width,
-        height=height,
-        duration=float(seconds),
+        fps=float(frames / packets.seconds) if packets.seconds > 0 else 0.0,
+        width=packets.width,
+        height=packets.height,
+        duration=float(packets.seconds),
         metadata=_read_metadata(path),
     )
 
@@ -301,8 +317,6 @@ def read_frames(path: Path) -> np.ndarray:
 # fit_to_size: one-pass ABR under a VBV cap, checked and retried; two-pass would
 # hit the target better but costs a full extra encode on every call.
 _SAFETY = 0.92  # aim below the limit: one-pass x264 overshoots a little
-_MUX_OVERHEAD_BYTES = 2048  # ftyp, moov header
-_MUX_BYTES_PER_FRAME = 24  # stsz, stts, ctts and chunk entries per frame
 _MIN_BITS_PER_PIXEL = 0.04  # below this H.264 turns to mush: shrink the picture instead
 _MIN_SIDE = 32
 _MAX_ATTEMPTS = 8
@@ -313,7 +327,7 @@ def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium")
 
     Keeps the frame count, frame rate, duration and metadata; lowers the
     bitrate, and the resolution when the bitrate alone would ruin the picture.
-    Raises VideoTooLarge when no attempt fits.
+    Raises VideoTooLarge when no attempt fits; `dst` is then left untouched.
     """
     src, dst = Path(src), Path(dst)
     if max_bytes <= 0:
@@ -325,15 +339,19 @@ def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium")
                 shutil.copyfile(src, tmp)
         return dst
 
-    info = probe(src)
-    overhead = _MUX_OVERHEAD_BYTES + _MUX_BYTES_PER_FRAME * info.frames
-    if max_bytes <= overhead:
+    packets = _packets(src)
+    frames = len(packets.sizes)
+    # What is not frame data (file header, index, metadata) the re-encoded
+    # file needs again, about as much: the same frames and the same tags.
+    container = size - sum(packets.sizes)
+    if max_bytes <= container:
         raise VideoTooLarge(
-            f"{src.name} cannot fit in {max_bytes} bytes: its {info.frames} frames "
-            f"need about {overhead} bytes of container index alone"
+            f"{src.name} cannot fit in {max_bytes} bytes: the index and metadata of "
+            f"its {frames} frames alone take {container} bytes"
         )
-    duration = info.duration or info.frames / DEFAULT_FPS
-    bitrate = (max_bytes - overhead) * 8 * _SAFETY / duration
+    seconds = float(packets.seconds) or frames / DEFAULT_FPS
+    fps = frames / seconds
+    bitrate = (max_bytes - container) * 8 * _SAFETY / seconds
     scale = 1.0
     smallest = size
     tmp = _temp_beside(dst)
@@ -341,9 +359,9 @@ def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium")
         for _ in range(_MAX_ATTEMPTS):
             # Shrink the picture until the bitrate gives each pixel a usable share.
             while True:
-                width, height = _scaled_size(info.width, info.height, scale)
-                bpp = bitrate / (width * height * info.fps)
-                if bpp >= _MIN_BITS_PER_PIXEL or min(width, height) <= _MIN_SIDE:
+                width, height = _scaled_size(packets.width, packets.height, scale)
+                bits_per_pixel = bitrate / (width * height * fps)
+                if bits_per_pixel >= _MIN_BITS_PER_PIXEL or min(width, height) <= _MIN_SIDE:
                     break
                 scale *= 0.8
             _encode_bitrate(src, tmp, bitrate=bitrate, width=width, height=height, preset=preset)
@@ -356,8 +374,8 @@ def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium")
     finally:
         tmp.unlink(missing_ok=True)
     raise VideoTooLarge(
-        f"{src.name} ({info.frames} frames, {info.duration:.1f} s) cannot fit in "
-        f"{max_bytes} bytes: the smallest of {_MAX_ATTEMPTS} encodings was {smallest} bytes"
+        f"{src.name} ({frames} frames, {seconds:.1f} s) cannot fit in {max_bytes} bytes: "
+        f"the smallest of {_MAX_ATTEMPTS} encodings was {smallest} bytes"
     )
 
 
