@@ -32,21 +32,33 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[JobStore]:
-    limits = QueueLimits(max_waiting_per_user=1000, max_waiting=100_000,
-                         max_video_seconds_per_day=0)
+    limits = QueueLimits(
+        max_waiting_per_user=1000, max_waiting=100_000, max_video_seconds_per_day=0
+    )
     s = await JobStore.open(tmp_path / "db.sqlite3", limits, clock=clock)
     yield s
     await s.close()
 
 
-async def add_job(store: JobStore, user: str = "u1", *, platform: str = "telegram",
-                  seconds: float = 5.0, tick: float = 1.0, **kw) -> int:
+async def add_job(
+    store: JobStore,
+    user: str = "u1",
+    *,
+    platform: str = "telegram",
+    seconds: float = 5.0,
+    tick: float = 1.0,
+    **kw,
+) -> int:
     """Queue one job for `user` (the clock moves by `tick` first, so order is clear)."""
     clock = store.clock
     if isinstance(clock, ManualClock):
         clock.advance(tick)
     job = await store.enqueue(
-        platform=platform, user_id=user, chat_id=f"chat-{user}",
-        params=JobParams(prompt="a cat", seconds=seconds), input_path=f"/in/{user}.png", **kw,
+        platform=platform,
+        user_id=user,
+        chat_id=f"chat-{user}",
+        params=JobParams(prompt="a cat", seconds=seconds),
+        input_path=f"/in/{user}.png",
+        **kw,
     )
     return job.id

@@ -50,10 +50,17 @@ async def test_every_transition_is_checked(store: JobStore, source, target) -> N
 
 
 def test_transition_table_matches_the_design() -> None:
-    assert TRANSITIONS[JobStatus.QUEUED] == {JobStatus.RUNNING, JobStatus.CANCELLED,
-                                              JobStatus.FAILED}
-    assert TRANSITIONS[JobStatus.RUNNING] == {JobStatus.QUEUED, JobStatus.DONE,
-                                               JobStatus.FAILED, JobStatus.CANCELLED}
+    assert TRANSITIONS[JobStatus.QUEUED] == {
+        JobStatus.RUNNING,
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+    }
+    assert TRANSITIONS[JobStatus.RUNNING] == {
+        JobStatus.QUEUED,
+        JobStatus.DONE,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    }
     for final in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
         assert TRANSITIONS[final] == set()
 
@@ -96,9 +103,7 @@ async def test_cancel_waiting_at_once_running_by_flag(store: JobStore) -> None:
     assert (await store.confirm_cancelled(running, "w1")).status is JobStatus.CANCELLED
 
 
-async def test_stale_job_is_handed_out_again_then_fails(
-    tmp_path, clock: ManualClock
-) -> None:
+async def test_stale_job_is_handed_out_again_then_fails(tmp_path, clock: ManualClock) -> None:
     limits = QueueLimits(max_attempts=2, heartbeat_timeout=30)
     async with await JobStore.open(tmp_path / "db", limits, clock=clock) as store:
         job_id = await add_job(store)
@@ -128,8 +133,9 @@ async def test_release_puts_the_job_back_without_counting_an_attempt(store: JobS
 
 
 async def test_limits_each_refused_with_a_reason(tmp_path, clock: ManualClock) -> None:
-    limits = QueueLimits(max_waiting_per_user=2, max_waiting=3, max_video_seconds_per_day=12,
-                         cooldown_seconds=5)
+    limits = QueueLimits(
+        max_waiting_per_user=2, max_waiting=3, max_video_seconds_per_day=12, cooldown_seconds=5
+    )
     async with await JobStore.open(tmp_path / "db", limits, clock=clock) as store:
         await add_job(store, "a", tick=10)
         with pytest.raises(QueueRefused) as refused:
@@ -168,8 +174,9 @@ async def test_banned_user_is_refused_and_their_waiting_jobs_cancelled(store: Jo
 
 
 async def test_per_user_override(tmp_path, clock) -> None:
-    async with await JobStore.open(tmp_path / "db", QueueLimits(max_waiting_per_user=1),
-                                   clock=clock) as store:
+    async with await JobStore.open(
+        tmp_path / "db", QueueLimits(max_waiting_per_user=1), clock=clock
+    ) as store:
         await store.set_overrides("telegram", "vip", {"max_waiting_per_user": 2})
         await add_job(store, "vip")
         await add_job(store, "vip")
@@ -191,9 +198,18 @@ async def test_positions_and_estimates_follow_timings(store: JobStore, clock) ->
     assert [positions[i].position for i in ids] == [1, 3, 2]  # b's first job before a's second
     default = positions[ids[0]].estimated_duration
     assert default > 0
-    await store.record_timing(Timing(job_id=ids[0], model="framepack", video_seconds=5, steps=25,
-                                     sections=1, render_seconds=25, step_seconds=0.5,
-                                     finished_at=clock()))
+    await store.record_timing(
+        Timing(
+            job_id=ids[0],
+            model="framepack",
+            video_seconds=5,
+            steps=25,
+            sections=1,
+            render_seconds=25,
+            step_seconds=0.5,
+            finished_at=clock(),
+        )
+    )
     job = await store.claim("w1")
     assert job.id == ids[0]
     positions = await store.positions()
@@ -241,9 +257,16 @@ async def test_chat_message_refs_survive_reopen(tmp_path, clock) -> None:
 
 
 async def test_params_round_trip(store: JobStore) -> None:
-    params = JobParams(prompt="[0s: walk] [2s: turn]", seconds=7.5, seed=42, steps=20,
-                       guidance=9.0, model="f1")
-    job = await store.enqueue(platform="discord", user_id="9", chat_id="1", params=params,
-                              input_path="/in.png", upload_limit=10 << 20)
+    params = JobParams(
+        prompt="[0s: walk] [2s: turn]", seconds=7.5, seed=42, steps=20, guidance=9.0, model="f1"
+    )
+    job = await store.enqueue(
+        platform="discord",
+        user_id="9",
+        chat_id="1",
+        params=params,
+        input_path="/in.png",
+        upload_limit=10 << 20,
+    )
     again = await store.get(job.id)
     assert again.params == params and again.upload_limit == 10 << 20
