@@ -117,6 +117,32 @@ async def purge(
     await interaction.response.send_message(f"Purged all but {keep}.", ephemeral=True)
 
 
+@app_commands.command(description="Download first, acknowledge later: too slow on a slow link")
+async def rush(interaction: discord.Interaction[EchoBot], image: discord.Attachment) -> None:
+    await image.read()
+    try:
+        await interaction.response.send_message("Got it.", ephemeral=True)
+    except discord.HTTPException as error:
+        interaction.client.met(error)
+
+
+@app_commands.command(description="Open a thread of its own")
+async def discuss(interaction: discord.Interaction[EchoBot], topic: str) -> None:
+    await interaction.response.defer(ephemeral=True)
+    assert isinstance(interaction.channel, discord.TextChannel)
+    starter = await interaction.channel.send(f"Let's talk about {topic}.")
+    thread = await starter.create_thread(name=topic)
+    await thread.send("First post.")
+    await interaction.followup.send(f"See {thread.mention}.", ephemeral=True)
+
+
+@app_commands.command(description="Fail the way an untested adapter might")
+async def boom(interaction: discord.Interaction[EchoBot]) -> None:
+    await interaction.response.defer(ephemeral=True)
+    assert interaction.guild is not None
+    await interaction.guild.fetch_roles()  # a route the fake does not serve
+
+
 class EchoBot(discord.Client):
     def __init__(self, store: dict[int, Echo], guild_id: int) -> None:
         super().__init__(intents=discord.Intents.default())
@@ -128,7 +154,7 @@ class EchoBot(discord.Client):
         self.errors: list[int] = []  # Discord's error codes the bot met
         self.error_seen = asyncio.Event()
         self.release = asyncio.Event()
-        for command in (echo, slow, purge):
+        for command in (echo, slow, rush, purge, discuss, boom):
             self.tree.add_command(command, guild=self.guild)
         self.tree.add_command(ping)
 
@@ -208,7 +234,7 @@ async def test_slash_command_with_attachment_defers_downloads_posts_and_edits(sc
     fake = scene.discord
     bot = scene.bot()
     await fake.start_bot(bot)
-    assert set(fake.commands(scene.guild)) == {"echo", "slow", "purge"}
+    assert set(fake.commands(scene.guild)) == {"echo", "slow", "rush", "purge", "discuss", "boom"}
     assert set(fake.commands()) == {"ping"}
 
     picture = fake.upload(png(), "cat.png")
@@ -306,6 +332,36 @@ async def test_an_acknowledgement_after_three_seconds_fails_the_interaction(scen
     assert late.response_type is None
 
 
+async def test_nobody_acknowledging_fails_the_interaction_in_real_time() -> None:
+    async with DiscordHarness(ack_window=0.2) as fake:
+        guild = fake.add_guild()
+        channel = guild.add_text_channel("general")
+        alice = fake.add_user("alice")
+        guild.add_member(alice)
+        bot = EchoBot({}, guild.id)
+        await fake.start_bot(bot)
+        await fake.stop_bot(bot)
+
+        unanswered = await fake.slash(alice, channel, "ping")
+
+        assert unanswered.failed and unanswered.replies == []
+
+
+async def test_downloading_before_acknowledging_misses_the_window_on_a_slow_link(
+    scene: Scene,
+) -> None:
+    fake = scene.discord
+    bot = scene.bot()
+    await fake.start_bot(bot)
+    fake.download_delay = 4.0
+
+    rushed = await fake.slash(scene.alice, scene.channel, "rush", image=fake.upload(png(), "a.png"))
+    await asyncio.wait_for(bot.error_seen.wait(), 5)
+    assert rushed.failed and bot.errors == [10062]
+
+    await run_echo(scene, bot)  # defers first, so the slow download does not matter
+
+
 async def test_uploads_over_the_limit_are_refused_with_413(scene: Scene) -> None:
     fake = scene.discord
     bot = scene.bot()
@@ -381,3 +437,38 @@ async def test_what_the_discord_client_would_not_let_a_user_do(scene: Scene) -> 
     pong = await fake.slash(scene.alice, fake.dm_channel(scene.alice), "ping")
     assert pong.guild_id is None and [m.content for m in pong.replies] == ["pong"]
     assert not pong.ephemeral
+
+
+async def test_a_thread_of_its_own_and_a_resumed_gateway(scene: Scene) -> None:
+    fake = scene.discord
+    await fake.start_bot(scene.bot())
+
+    await fake.reconnect_gateway()
+    reply = await fake.slash(scene.alice, scene.channel, "discuss", topic="cats")
+    await fake.wait_until(lambda: reply.replies and not reply.replies[0].loading, what="reply")
+
+    [starter] = scene.channel.messages
+    [thread] = scene.channel.threads
+    assert (thread.id, thread.name) == (starter.id, "cats")
+    assert [m.content for m in thread.messages] == ["First post."]
+    assert [m.content for m in reply.replies] == [f"See <#{thread.id}>."]
+
+
+async def test_the_harness_fails_a_test_whose_bot_swallowed_errors_or_used_unserved_routes() -> (
+    None
+):
+    fake = DiscordHarness()
+    await fake.start()
+    guild = fake.add_guild()
+    channel = guild.add_text_channel("general")
+    alice = fake.add_user("alice")
+    guild.add_member(alice)
+    await fake.start_bot(EchoBot({}, guild.id))
+
+    await fake.slash(alice, channel, "boom")
+    await fake.wait_until(lambda: fake.bot_errors, what="the logged error")
+
+    with pytest.raises(AssertionError) as failure:
+        await fake.close()
+    assert "NotFound" in str(failure.value)
+    assert f"GET /guilds/{guild.id}/roles" in str(failure.value)

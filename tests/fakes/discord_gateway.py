@@ -63,6 +63,7 @@ class GatewayHub:
         self._known_session_ids: set[str] = set()
         self.close_codes: list[int | None] = []
         self.identifications = 0
+        self.resumes = 0
 
     @property
     def live(self) -> list[GatewaySession]:
@@ -114,6 +115,8 @@ class GatewayHub:
                 session.session_id = data["session_id"]
                 session.seq = int(data.get("seq") or 0)
                 session.identified = True
+                self.resumes += 1
+                # Events dispatched while the bot was away are not replayed (Discord would).
                 session.dispatch("RESUMED", {})
                 self.world.changed()
             else:
@@ -162,6 +165,6 @@ class GatewayHub:
         intent = DIRECT_MESSAGES_INTENT if channel.type == DM else GUILD_MESSAGES_INTENT
         self.dispatch(event, data, intent=intent)
 
-    async def close_all(self) -> None:
+    async def close_all(self, code: int = 1000) -> None:
         for session in list(self.sessions):
-            await session.ws.close()
+            await session.ws.close(code=code)

@@ -51,7 +51,6 @@ from tests.fakes.discord_state import (
     HarnessError,
     InteractionRecord,
     RequestRecord,
-    walk_components,
 )
 
 __all__ = [
@@ -74,12 +73,23 @@ USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT = 6, 7, 8, 9, 10, 11
 class _ErrorLog(logging.Handler):
     """Collects what discord.py logs at ERROR: exceptions it swallowed in the bot's handlers."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: DiscordWorld) -> None:
         super().__init__(logging.ERROR)
         self.records: list[logging.LogRecord] = []
+        self._world = world
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        logging.getLogger("discord").addHandler(self)
+
+    def detach(self) -> None:
+        logging.getLogger("discord").removeHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._world.changed)  # wakes wait_until
 
 
 def _describe(record: logging.LogRecord) -> str:
@@ -105,7 +115,7 @@ class DiscordHarness:
         self._bots: dict[discord.Client, asyncio.Task[None]] = {}
         self._timers: list[asyncio.TimerHandle] = []
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
-        self._errors = _ErrorLog()
+        self._errors = _ErrorLog(self.world)
         self.gateway: GatewayHub
 
     # lifecycle
@@ -133,7 +143,7 @@ class DiscordHarness:
         self._saved_endpoints = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
         Route.BASE = self.api_base
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway.url)
-        logging.getLogger("discord").addHandler(self._errors)
+        self._errors.attach()
 
     async def close(self, *, check: bool = True) -> None:
         for timer in self._timers:
@@ -147,7 +157,7 @@ class DiscordHarness:
         if self._saved_endpoints is not None:
             Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved_endpoints
             self._saved_endpoints = None
-        logging.getLogger("discord").removeHandler(self._errors)
+        self._errors.detach()
         if check and self.strict:
             problems = [f"discord.py logged: {_describe(r)}" for r in self.bot_errors]
             if self.world.unhandled:
@@ -224,6 +234,15 @@ class DiscordHarness:
                 lambda: not self.gateway.sessions, timeout=timeout, what="gateway closed"
             )
 
+    async def reconnect_gateway(self, *, timeout: float = 5.0) -> None:
+        """Drop the bot's gateway connection as Discord does now and then (close code 4000);
+        discord.py reconnects and RESUMEs at once. Returns when the session is resumed."""
+        resumed = self.gateway.resumes
+        await self.gateway.close_all(code=4000)
+        await self.wait_until(
+            lambda: self.gateway.resumes > resumed, timeout=timeout, what="RESUME"
+        )
+
     # building the world
 
     def add_user(self, name: str, *, bot: bool = False) -> FakeUser:
@@ -254,6 +273,16 @@ class DiscordHarness:
         return self.world.upload(
             data, filename, content_type=content_type, expires_after=expires_after
         )
+
+    @property
+    def download_delay(self) -> float:
+        """Seconds of fake time each CDN download takes (0: instant). A bot that downloads
+        before it acknowledges then misses the 3-second window, as it would on a slow link."""
+        return self.rest.download_delay
+
+    @download_delay.setter
+    def download_delay(self, seconds: float) -> None:
+        self.rest.download_delay = seconds
 
     @property
     def upload_limit(self) -> int:
@@ -330,38 +359,6 @@ class DiscordHarness:
         if button.disabled:
             raise HarnessError(f"button {custom_id!r} is disabled")
         data = {"custom_id": custom_id, "component_type": 2}
-        channel = self.world.channels[message.channel_id]
-        return await self._dispatch(
-            MESSAGE_COMPONENT, user, channel, data, custom_id, message, wait
-        )
-
-    async def select(
-        self,
-        user: FakeUser,
-        message: FakeMessage,
-        custom_id: str,
-        values: list[str],
-        *,
-        wait: bool = True,
-    ) -> InteractionRecord:
-        """Pick `values` in the string select menu `custom_id` on `message` as `user`."""
-        self._check_visible(user, message)
-        menu = next(
-            (
-                c
-                for c in walk_components(message.components)
-                if c.get("type") == 3 and c.get("custom_id") == custom_id
-            ),
-            None,
-        )
-        if menu is None:
-            raise HarnessError(f"message {message.id} has no select menu {custom_id!r}")
-        offered = {o["value"] for o in menu.get("options", [])}
-        if not set(values) <= offered or not menu.get("min_values", 1) <= len(values) <= menu.get(
-            "max_values", 1
-        ):
-            raise HarnessError(f"{values} is not a valid choice from {sorted(offered)}")
-        data = {"custom_id": custom_id, "component_type": 3, "values": values}
         channel = self.world.channels[message.channel_id]
         return await self._dispatch(
             MESSAGE_COMPONENT, user, channel, data, custom_id, message, wait

@@ -115,11 +115,18 @@ def _error_body(error: ApiError) -> dict[str, Any]:
 Handler = Callable[[Call], Awaitable[tuple[int, Any]]]
 
 
+def _placeholder(name: re.Match[str]) -> str:
+    """Ids are snowflakes; tokens are opaque; a webhook message may be "@original"."""
+    pattern = {"token": r"[^/]+", "message": r"@original|[0-9]+"}.get(name[1], r"[0-9]+")
+    return f"(?P<{name[1]}>{pattern})"
+
+
 class FakeDiscordRest:
     def __init__(self, world: DiscordWorld) -> None:
         self.world = world
         self.faults: list[Fault] = []
         self.rate_rules: list[RateRule] = []
+        self.download_delay = 0.0  # fake seconds each CDN download takes
         self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
         bot, hook = "bot", "webhook"
         for method, template, handler, auth in (
@@ -167,7 +174,7 @@ class FakeDiscordRest:
                 hook,
             ),
         ):
-            regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
+            regex = re.compile("^" + re.sub(r"\{(\w+)\}", _placeholder, template) + "$")
             self._routes.append((method, regex, handler, auth))
 
     def routes(self) -> list[web.RouteDef]:
@@ -209,6 +216,10 @@ class FakeDiscordRest:
         except ApiError as error:
             self._log(method, path, error.status, auth, body, uploads, error.code)
             return _json(error.status, _error_body(error), headers)
+        except Exception as crash:  # a gap in the fake: fail the test, not with a 500 retry loop
+            self.world.unhandled.append(f"{method} {path}: the fake crashed: {crash!r}")
+            self._log(method, path, 400, auth, body, uploads)
+            return _json(400, {"message": f"fake Discord crashed: {crash!r}", "code": 0})
         self._log(method, path, status, auth, body, uploads)
         return _json(status, data, headers)
 
@@ -224,6 +235,7 @@ class FakeDiscordRest:
         if fault is not None:
             self._log("GET", path, fault.status, "none", None, [])
             return web.Response(status=fault.status, text=fault.message)
+        self.world.clock.advance(self.download_delay)
         self._log("GET", path, 200, "none", None, [])
         return web.Response(body=attachment.data, content_type=attachment.content_type)
 
