@@ -145,6 +145,20 @@ async def test_the_caption_command_is_marked_as_telegram_marks_it(fake: FakeTele
     assert list(commands.values()) == ["/animate@framepack_test_bot"]
 
 
+async def test_a_gif_arrives_as_an_animation_and_a_file_as_a_document(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    fake.user_sends_animation(user_id=USER, data=VIDEO, caption="/animate x")
+    fake.user_sends_document(
+        user_id=USER, data=b"not a picture", file_name="cat.png", mime_type="image/png"
+    )
+    animation, document = [u.message for u in await bot.get_updates(timeout=0)]
+    assert animation.animation.file_size == len(VIDEO) and animation.document is not None
+    assert (document.document.file_name, document.document.mime_type) == ("cat.png", "image/png")
+    file = await bot.get_file(document.document.file_id)
+    assert await file.download_as_bytearray() == b"not a picture"
+
+
 async def test_group_privacy_lets_through_commands_and_replies_only(fake: FakeTelegram) -> None:
     seen: list[str] = []
 

@@ -557,6 +557,24 @@ class FakeTelegram:
         state = MessageState("document", caption, _bot_commands(caption), files=(stored,))
         return self._user_message(user_id, chat_id, chat_type, state, reply_to)
 
+    def user_sends_animation(
+        self,
+        *,
+        user_id: int,
+        data: bytes,
+        file_name: str = "animation.mp4",
+        mime_type: str = "video/mp4",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: ChatType = "private",
+        reply_to: int | None = None,
+    ) -> Message:
+        """A GIF as Telegram delivers it: an animation (a silent MP4), a document alongside."""
+        stored = self._store_file("animation", data, file_name=file_name, mime_type=mime_type)
+        caption = caption or ""
+        state = MessageState("animation", caption, _bot_commands(caption), files=(stored,))
+        return self._user_message(user_id, chat_id, chat_type, state, reply_to)
+
     def user_presses_button(self, *, user_id: int, chat_id: int, message_id: int, data: str) -> str:
         """Press the inline button carrying ``data``; returns the callback query id."""
         message = self.message(chat_id, message_id)
