@@ -362,7 +362,7 @@ async def test_downloading_before_acknowledging_misses_the_window_on_a_slow_link
     await run_echo(scene, bot)  # defers first, so the slow download does not matter
 
 
-async def test_uploads_over_the_limit_are_refused_with_413(scene: Scene) -> None:
+async def test_uploads_over_the_limit_and_oversized_embeds_are_refused(scene: Scene) -> None:
     fake = scene.discord
     bot = scene.bot()
     await fake.start_bot(bot)
@@ -376,6 +376,13 @@ async def test_uploads_over_the_limit_are_refused_with_413(scene: Scene) -> None
 
     await run_echo(scene, bot)
     assert bot.size_limits == [10 * 1024 * 1024, 100_000]
+
+    channel = bot.get_channel(scene.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.HTTPException) as invalid:
+        await channel.send(embed=discord.Embed(title="x" * 257))
+    assert (invalid.value.status, invalid.value.code) == (400, 50035)
+    assert "embeds.0.title" in invalid.value.text
 
 
 async def test_discord_py_waits_out_429s_itself(scene: Scene) -> None:

@@ -41,6 +41,7 @@ from tests.fakes.discord_state import (
     MessageSnapshot,
     RequestRecord,
     guess_content_type,
+    walk_components,
 )
 
 API_PREFIX = "/api/v10"
@@ -119,6 +120,47 @@ def _placeholder(name: re.Match[str]) -> str:
     """Ids are snowflakes; tokens are opaque; a webhook message may be "@original"."""
     pattern = {"token": r"[^/]+", "message": r"@original|[0-9]+"}.get(name[1], r"[0-9]+")
     return f"(?P<{name[1]}>{pattern})"
+
+
+def _too_long(where: str, text: Any, limit: int) -> list[str]:
+    length = len(text or "")
+    return [f"{where}: Must be {limit} or fewer in length ({length})."] if length > limit else []
+
+
+def _form_problems(snapshot: MessageSnapshot) -> list[str]:
+    """What Discord's form validation refuses in a message (its documented limits)."""
+    problems = _too_long("content", snapshot.content, 2000)
+    if len(snapshot.embeds) > 10:
+        problems.append("embeds: Must be 10 or fewer in length.")
+    total = 0
+    for i, embed in enumerate(snapshot.embeds):
+        fields = embed.get("fields") or []
+        texts = [
+            (f"embeds.{i}.title", embed.get("title"), 256),
+            (f"embeds.{i}.description", embed.get("description"), 4096),
+            (f"embeds.{i}.footer.text", (embed.get("footer") or {}).get("text"), 2048),
+            (f"embeds.{i}.author.name", (embed.get("author") or {}).get("name"), 256),
+        ]
+        for j, embed_field in enumerate(fields):
+            texts.append((f"embeds.{i}.fields.{j}.name", embed_field.get("name"), 256))
+            texts.append((f"embeds.{i}.fields.{j}.value", embed_field.get("value"), 1024))
+        for where, text, limit in texts:
+            problems += _too_long(where, text, limit)
+            total += len(text or "")
+        if len(fields) > 25:
+            problems.append(f"embeds.{i}.fields: Must be 25 or fewer in length.")
+    if total > 6000:
+        problems.append(f"embeds: Embed size exceeds maximum size of 6000 ({total}).")
+    rows = snapshot.components
+    if len(rows) > 5 and not snapshot.flags & (1 << 15):  # classic action rows, not components v2
+        problems.append("components: Must be 5 or fewer in length.")
+    for i, row in enumerate(rows):
+        if row.get("type") == 1 and len(row.get("components") or []) > 5:
+            problems.append(f"components.{i}.components: Must be 5 or fewer in length.")
+    for component in walk_components(rows):
+        problems += _too_long("custom_id", component.get("custom_id"), 100)
+        problems += _too_long("label", component.get("label"), 80)
+    return problems
 
 
 class FakeDiscordRest:
@@ -415,12 +457,9 @@ class FakeDiscordRest:
             attachments=self._attachments(channel, body, uploads, before.attachments),
             flags=before.flags if flags is None else flags,
         )
-        if len(snapshot.content) > 2000:
-            raise ApiError(
-                400, 50035, "Invalid Form Body: content: Must be 2000 or fewer in length."
-            )
-        if len(snapshot.embeds) > 10:
-            raise ApiError(400, 50035, "Invalid Form Body: embeds: Must be 10 or fewer in length.")
+        problems = _form_problems(snapshot)
+        if problems:
+            raise ApiError(400, 50035, "Invalid Form Body: " + "; ".join(problems))
         if not (snapshot.content or snapshot.embeds or snapshot.attachments or snapshot.components):
             raise ApiError(400, 50006, "Cannot send an empty message")
         return snapshot

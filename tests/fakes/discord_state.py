@@ -413,6 +413,9 @@ class FakeMessage:
         )
         if url is not None and url.startswith("attachment://"):
             return self.attachment(url.removeprefix("attachment://"))
+        for attachment in self.world.attachments.values():
+            if url == attachment.url:  # an embed re-sent as discord.py read it back
+                return attachment
         return url
 
 
