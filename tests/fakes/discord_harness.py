@@ -173,6 +173,11 @@ class DiscordHarness:
         return f"{self.world.http_base}/api/v10"
 
     @property
+    def gateway_url(self) -> str:
+        """What `DiscordWebSocket.DEFAULT_GATEWAY` points at while the harness runs."""
+        return self.gateway.url
+
+    @property
     def token(self) -> str:
         return self.world.token
 
