@@ -316,10 +316,20 @@ def read_frames(path: Path) -> np.ndarray:
 
 # fit_to_size: one-pass ABR under a VBV cap, checked and retried; two-pass would
 # hit the target better but costs a full extra encode on every call.
-_SAFETY = 0.92  # aim below the limit: one-pass x264 overshoots a little
-_MIN_BITS_PER_PIXEL = 0.04  # below this H.264 turns to mush: shrink the picture instead
+_SAFETY = 0.95  # aim below the limit: one-pass rate control is not exact
+# The rate cap is a VBV buffer of one second's bits that starts this full; a
+# full buffer lets the first frames spend that much above the average rate,
+# so the bitrate is chosen for the duration plus that much more.
+_VBV_SECONDS = 1.0
+_VBV_INIT = 0.5
+# Below both of these a smaller picture looks better than a starved one: under
+# 0.025 bits per pixel busy video turns to blocks, and a quarter of what the
+# source spent at CRF 16 is about CRF 28 whatever the content.
+_MIN_BITS_PER_PIXEL = 0.025
+_MIN_SHARE_OF_SOURCE = 0.25
 _MIN_SIDE = 32
 _MAX_ATTEMPTS = 8
+_WELL_USED = 0.8  # a fit below this share of the limit is tried once more at a higher rate
 
 
 def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium") -> Path:
@@ -351,31 +361,58 @@ def fit_to_size(src: Path, dst: Path, max_bytes: int, *, preset: str = "medium")
         )
     seconds = float(packets.seconds) or frames / DEFAULT_FPS
     fps = frames / seconds
-    bitrate = (max_bytes - container) * 8 * _SAFETY / seconds
+    bitrate = (max_bytes - container) * 8 * _SAFETY / (seconds + _VBV_SECONDS * _VBV_INIT)
+    source_bits_per_pixel = sum(packets.sizes) * 8 / (packets.width * packets.height * frames)
+    floor = min(_MIN_BITS_PER_PIXEL, _MIN_SHARE_OF_SOURCE * source_bits_per_pixel)
     scale = 1.0
     smallest = size
+    fitted = 0  # bytes of the encoding now at dst; 0 while none fits
+    raised = False  # whether the bitrate was raised after a fit that left bytes unused
+    attempts = 0
     tmp = _temp_beside(dst)
     try:
         for _ in range(_MAX_ATTEMPTS):
-            # Shrink the picture until the bitrate gives each pixel a usable share.
+            # Shrink the picture while the bitrate leaves each pixel too few
+            # bits both in absolute terms and next to what the source spent.
             while True:
                 width, height = _scaled_size(packets.width, packets.height, scale)
                 bits_per_pixel = bitrate / (width * height * fps)
-                if bits_per_pixel >= _MIN_BITS_PER_PIXEL or min(width, height) <= _MIN_SIDE:
+                if bits_per_pixel >= floor or min(width, height) <= _MIN_SIDE:
                     break
                 scale *= 0.8
             _encode_bitrate(src, tmp, bitrate=bitrate, width=width, height=height, preset=preset)
             got = tmp.stat().st_size
-            if got <= max_bytes:
+            attempts += 1
+            if got > max_bytes:
+                if fitted:
+                    return dst  # the try for more quality overshot: keep the one that fits
+                if got >= 0.98 * smallest:
+                    # A lower rate stopped helping (x264 is at its coarsest):
+                    # only fewer pixels can help, down to the smallest picture.
+                    if min(width, height) <= _MIN_SIDE:
+                        smallest = min(smallest, got)
+                        break
+                    scale *= 0.8
+                smallest = min(smallest, got)
+                bitrate *= max_bytes / got * _SAFETY
+                continue
+            if got > fitted:
                 os.replace(tmp, dst)
+                fitted = got
+            if fitted >= _WELL_USED * max_bytes or raised:
                 return dst
-            smallest = min(smallest, got)
-            bitrate *= max_bytes / got * _SAFETY
+            # One-pass rate control lands well under the rate on short clips:
+            # spend the unused bytes on quality, once, going half the way (in
+            # ratio) because on those clips the size grows faster than the rate.
+            raised = True
+            bitrate *= math.sqrt(max_bytes / got * _SAFETY)
+        if fitted:
+            return dst
     finally:
         tmp.unlink(missing_ok=True)
     raise VideoTooLarge(
-        f"{src.name} ({frames} frames, {seconds:.1f} s) cannot fit in {max_bytes} bytes: "
-        f"the smallest of {_MAX_ATTEMPTS} encodings was {smallest} bytes"
+        f"{src.name} ({frames} frames, {seconds:.2f} s) cannot fit in {max_bytes} bytes: "
+        f"the smallest of {attempts} encodings, down to {width}x{height}, was {smallest} bytes"
     )
 
 
@@ -401,8 +438,8 @@ def _encode_bitrate(
             # passthrough: never drop or duplicate a frame to hit a rate
             "-fps_mode", "passthrough",
             "-c:v", "libx264", "-preset", preset,
-            # a one-second VBV buffer holds the average close to the target
-            "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
+            "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k",
+            "-bufsize", f"{kbps * _VBV_SECONDS:.0f}k", "-x264-params", f"vbv-init={_VBV_INIT}",
             "-vf", f"scale={width}:{height}:flags=lanczos,format=yuv420p",
             *_COLOUR_TAGS,
             "-movflags", "+faststart",
