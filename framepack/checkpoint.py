@@ -1,0 +1,79 @@
+"""A job's state after its last finished section, so that it resumes exactly there.
+
+One safetensors file: the latent history, the start (and end) image latents, the
+random generator's state, and in its metadata the number of finished sections
+and a fingerprint of the job (its settings, its images and the model). A file
+with another fingerprint, or one that cannot be read, is ignored: the job starts
+over. Written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import safe_open, save_file
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+FORMAT = "1"
+
+
+@dataclass
+class Checkpoint:
+    fingerprint: str
+    sections_done: int
+    generated: int  # real latent frames in `history`
+    history: torch.Tensor
+    start: torch.Tensor
+    end: torch.Tensor | None
+    rng_state: torch.Tensor  # torch.Generator.get_state() of the CPU generator
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    tensors = {
+        "history": checkpoint.history.detach().to("cpu", torch.float32).contiguous(),
+        "start": checkpoint.start.detach().to("cpu", torch.float32).contiguous(),
+        "rng_state": checkpoint.rng_state.cpu().contiguous(),
+    }
+    if checkpoint.end is not None:
+        tensors["end"] = checkpoint.end.detach().to("cpu", torch.float32).contiguous()
+    metadata = {
+        "format": FORMAT,
+        "fingerprint": checkpoint.fingerprint,
+        "sections_done": str(checkpoint.sections_done),
+        "generated": str(checkpoint.generated),
+    }
+    partial = path.with_name(path.name + ".part")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> Checkpoint | None:
+    """The checkpoint at `path` if it belongs to the job with `fingerprint`, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            if metadata.get("format") != FORMAT or metadata.get("fingerprint") != fingerprint:
+                log.info("ignoring %s: it belongs to other settings or another version", path)
+                return None
+            keys = set(file.keys())
+            return Checkpoint(
+                fingerprint=fingerprint,
+                sections_done=int(metadata["sections_done"]),
+                generated=int(metadata["generated"]),
+                history=file.get_tensor("history"),
+                start=file.get_tensor("start"),
+                end=file.get_tensor("end") if "end" in keys else None,
+                rng_state=file.get_tensor("rng_state"),
+            )
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
+        return None

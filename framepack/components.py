@@ -1,0 +1,121 @@
+"""The parts of `HunyuanVideoFramepackPipeline`, held together, and how to get them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackTransformer3DModel
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from transformers import (
+        CLIPTextModel,
+        LlamaModel,
+        PreTrainedTokenizerBase,
+        SiglipVisionModel,
+    )
+    from transformers.image_processing_utils import BaseImageProcessor
+
+# HunyuanVideo's prompt template (as the pipeline's DEFAULT_PROMPT_TEMPLATE): the Llama
+# encoder reads the prompt inside it, and the first `crop_start` tokens are cut off again.
+PROMPT_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n"
+    "Describe the video by detailing the following aspects: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, "
+    "physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+)
+LLAMA3_CROP_START = 95  # tokens of the template before the prompt, with the Llama 3 tokenizer
+
+
+def default_prompt_template() -> dict[str, Any]:
+    return {"template": PROMPT_TEMPLATE, "crop_start": LLAMA3_CROP_START}
+
+
+def llama_prompt_template(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The template with `crop_start` counted by `tokenizer` (one other than Llama 3's)."""
+    prefix = PROMPT_TEMPLATE.split("{}")[0]
+    return {"template": PROMPT_TEMPLATE, "crop_start": len(tokenizer(prefix)["input_ids"])}
+
+
+@dataclass
+class Components:
+    """The models, tokenizers and processors of one FramePack model, loaded once."""
+
+    transformer: HunyuanVideoFramepackTransformer3DModel
+    vae: AutoencoderKLHunyuanVideo
+    text_encoder: LlamaModel
+    tokenizer: PreTrainedTokenizerBase
+    text_encoder_2: CLIPTextModel
+    tokenizer_2: PreTrainedTokenizerBase
+    image_encoder: SiglipVisionModel
+    feature_extractor: BaseImageProcessor
+    scheduler: SchedulerMixin  # the pipeline's (flow-match Euler); the engine makes one per job
+    preset: str = "framepack"
+    is_random: bool = False  # the tiny preset: random weights, its videos are noise
+    prompt_template: dict[str, Any] = field(default_factory=default_prompt_template)
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        """The parts with weights, in the order a job uses them."""
+        return {
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+            "image_encoder": self.image_encoder,
+            "vae": self.vae,
+            "transformer": self.transformer,
+        }
+
+    def pipeline_parts(self) -> dict[str, Any]:
+        """Keyword arguments of `HunyuanVideoFramepackPipeline(...)` with these parts."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "image_encoder",
+                "feature_extractor",
+                "scheduler",
+            )
+        }
+
+
+class ModelSettingsLike(Protocol):
+    """What `load_components` reads of `storage.config.ModelSettings`."""
+
+    preset: str
+    device: str
+    sources: Mapping[str, str]
+    cache_dir: str
+
+
+def load_components(
+    model: ModelSettingsLike, *, device: torch.device | str | None = None
+) -> Components:
+    """The components of `model.preset`: built in code for ``tiny``, else from the Hub or disk.
+
+    They come back on the CPU; `FramePackEngine` places them for its memory mode.
+    `device` (default: `model.device`) only picks the dtypes.
+    """
+    from framepack.memory import resolve_device
+    from framepack.presets import get_preset
+
+    preset = get_preset(model.preset)
+    target = resolve_device(device if device is not None else model.device)
+    if preset.name == "tiny":
+        from framepack.tiny import build_tiny_components
+
+        return build_tiny_components()
+    from framepack.loading import load_pretrained
+
+    return load_pretrained(preset, sources=model.sources, cache_dir=model.cache_dir, device=target)

@@ -1,0 +1,319 @@
+"""FramePack, section by section, as a stream of events.
+
+`HunyuanVideoFramepackPipeline` renders a whole video in one opaque call; the
+bot needs to show progress between steps, a playable video after every section,
+to stop within a step when asked, and to pick a job up again after a crash. So
+the engine runs the pipeline's loop itself, over the same components, with the
+same operations in the same order: with the same seed and scheduler its frames
+equal the pipeline's (tests/test_engine_parity.py).
+
+A job's life in `generate`: check the settings; crop the picture to its bucket;
+encode the prompts and the picture; resume from the checkpoint in `workdir` if
+it belongs to this job (re-decoding the finished sections, which is exact and
+cheap next to sampling them); then per section: denoise (a `Step` per step),
+add the latents to the history, decode the new frames and blend them in, save
+the checkpoint, write the video so far (`Section`); finally `Done`.
+
+A job may thus run twice (resumed from its checkpoint); it ends with the same
+frames either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from framepack.buckets import find_nearest_bucket, resize_and_center_crop
+from framepack.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from framepack.components import Components
+from framepack.conditioning import (
+    PromptEmbeds,
+    encode_image_features,
+    encode_latent,
+    encode_prompt,
+    image_to_tensor,
+    section_noise,
+)
+from framepack.events import Cancelled, Done, EngineEvent, Section, Started, Step
+from framepack.frames import FrameHistory
+from framepack.history import HISTORIES, LatentHistory, SectionSpec
+from framepack.memory import (
+    WeightBytes,
+    apply_memory_mode,
+    choose_memory_mode,
+    free_vram,
+    resolve_device,
+)
+from framepack.params import GenerationParams, check_params
+from framepack.prompts import section_prompts
+from framepack.sampling import Guidance, StepCancelled, denoise_section
+from framepack.schedulers import make_scheduler
+from framepack.video import encode_mp4
+
+log = logging.getLogger(__name__)
+
+VIDEO_NAME = "video.mp4"
+SOFTWARE = "framepack-bot"
+
+
+def partial_video_name(section: int) -> str:
+    return f"partial_{section:03d}.mp4"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a job's sections need, computed once before the first."""
+
+    params: GenerationParams
+    specs: list[SectionSpec]
+    height: int
+    width: int
+    start_pixels: torch.Tensor  # (1, 3, H, W) in [-1, 1]
+    end_pixels: torch.Tensor | None
+    fingerprint: str
+    prompts: list[PromptEmbeds]  # per section, in rendering order
+    image_embeds: torch.Tensor
+    guidance: Guidance
+    metadata: dict[str, str]
+
+
+class FramePackEngine:
+    """Renders jobs on one set of components, loaded and placed once for many jobs."""
+
+    def __init__(
+        self, components: Components, *, device: torch.device | str = "cpu", memory: str = "auto"
+    ) -> None:
+        self.components = components
+        self.device = resolve_device(device)
+        self.memory_mode = choose_memory_mode(
+            memory,
+            device=self.device,
+            free_bytes=free_vram(self.device),
+            weights=WeightBytes.of_components(components),
+        )
+        apply_memory_mode(components, self.memory_mode, self.device)
+        log.info(
+            "engine: %s model on %s, memory mode %s",
+            components.preset,
+            self.device,
+            self.memory_mode,
+        )
+
+    def generate(
+        self,
+        params: GenerationParams,
+        image: Image.Image,
+        *,
+        workdir: Path,
+        end_image: Image.Image | None = None,
+        should_cancel: Callable[[], bool] = lambda: False,
+        on_frames: Callable[[np.ndarray], None] | None = None,
+    ) -> Iterator[EngineEvent]:
+        """Render `params` from `image`; the events of `framepack.events`, in order.
+
+        Bad settings raise ValueError here, before anything runs. `workdir` holds the
+        checkpoint and the videos. `on_frames`, if given, receives the finished
+        frames (T, H, W, 3) uint8 before `Done`, uncompressed (for tests and tools).
+        Raises `Cancelled` when `should_cancel()` is true before a step.
+        """
+        check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
+        return self._run(params, image, end_image, Path(workdir), should_cancel, on_frames)
+
+    @torch.no_grad()
+    def _run(
+        self,
+        params: GenerationParams,
+        image: Image.Image,
+        end_image: Image.Image | None,
+        workdir: Path,
+        should_cancel: Callable[[], bool],
+        on_frames: Callable[[np.ndarray], None] | None,
+    ) -> Iterator[EngineEvent]:
+        workdir.mkdir(parents=True, exist_ok=True)
+        job = self._prepare(params, image, end_image)
+        generator = torch.Generator("cpu").manual_seed(params.seed)
+        history, end_latent, done = self._start_or_resume(job, workdir, generator)
+        frames = FrameHistory(overlap=(params.latent_window - 1) * 4 + 1, prepends=history.prepends)
+        yield Started(sections=len(job.specs), steps=params.steps, first_section=done)
+
+        for spec in job.specs[:done]:  # resumed: the finished sections' frames, decoded again
+            frames.add(
+                self._decode(history.rewind(history.generated_after(spec)).decode_window(spec))
+            )
+
+        video = workdir / VIDEO_NAME
+        for spec in job.specs[done:]:
+            noise = section_noise(
+                (
+                    1,
+                    self.components.transformer.config.in_channels,
+                    params.latent_window,
+                    job.height // 8,
+                    job.width // 8,
+                ),
+                generator=generator,
+                device=self.device,
+            )
+            steps = denoise_section(
+                self.components.transformer,
+                make_scheduler(params.scheduler),
+                noise,
+                history.context(spec, end_latent),
+                prompt=job.prompts[spec.index],
+                image_embeds=job.image_embeds,
+                guidance=job.guidance,
+                steps=params.steps,
+                should_cancel=should_cancel,
+            )
+            try:
+                while True:
+                    step, preview = next(steps)
+                    yield Step(section=spec.index, step=step, steps=params.steps, preview=preview)
+            except StopIteration as finished:
+                latents = finished.value
+            except StepCancelled:
+                raise Cancelled(spec.index) from None
+
+            history.add(latents, spec)
+            frames.add(self._decode(history.decode_window(spec)))
+            save_checkpoint(
+                workdir / CHECKPOINT_NAME,
+                Checkpoint(
+                    job.fingerprint,
+                    spec.index + 1,
+                    history.generated,
+                    history.latents,
+                    history.start,
+                    end_latent,
+                    generator.get_state(),
+                ),
+            )
+            path = video if spec.is_last else workdir / partial_video_name(spec.index)
+            encode_mp4(frames.frames(), path, fps=params.fps, crf=params.crf, metadata=job.metadata)
+            yield Section(
+                section=spec.index, sections=len(job.specs), frames=len(frames), video=path
+            )
+
+        result = frames.frames()
+        if done == len(job.specs):  # resumed after the last section: the video may be missing
+            encode_mp4(result, video, fps=params.fps, crf=params.crf, metadata=job.metadata)
+        if on_frames is not None:
+            on_frames(result)
+        yield Done(
+            video=video,
+            frames=len(result),
+            seconds=len(result) / params.fps,
+            width=job.width,
+            height=job.height,
+            metadata=job.metadata,
+        )
+
+    def _prepare(
+        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None
+    ) -> _Job:
+        """Crop the pictures to their bucket and encode the prompts and the start picture."""
+        c, device = self.components, self.device
+        dtype = c.transformer.dtype
+        start_rgb = np.asarray(image.convert("RGB"))
+        height, width = find_nearest_bucket(*start_rgb.shape[:2], resolution=params.resolution)
+        start_rgb = resize_and_center_crop(start_rgb, target_width=width, target_height=height)
+        end_rgb = None
+        if end_image is not None:
+            end_rgb = resize_and_center_crop(
+                np.asarray(end_image.convert("RGB")), target_width=width, target_height=height
+            )
+
+        specs = HISTORIES[params.sampler].plan(params.sections())
+        texts = section_prompts(
+            params.prompt,
+            sections=len(specs),
+            section_seconds=params.section_seconds(),
+            inverted=params.sampler == "inverted",
+        )
+        encoded = {
+            text: encode_prompt(c, text, device=device, dtype=dtype)
+            for text in dict.fromkeys(texts)
+        }
+        negative = None
+        if params.cfg > 1 and params.negative_prompt:
+            negative = encode_prompt(c, params.negative_prompt, device=device, dtype=dtype)
+        start_pixels = image_to_tensor(start_rgb)
+        # The pipeline conditions every section on the start picture's features only.
+        image_embeds = encode_image_features(c, start_pixels, device=device, dtype=dtype)
+
+        fingerprint = hashlib.sha256()
+        for part in (params.fingerprint(), c.preset, str(c.is_random)):
+            fingerprint.update(part.encode())
+        for rgb in (start_rgb, end_rgb):
+            fingerprint.update(b"-" if rgb is None else rgb.tobytes())
+
+        return _Job(
+            params=params,
+            specs=specs,
+            height=height,
+            width=width,
+            start_pixels=start_pixels,
+            end_pixels=None if end_rgb is None else image_to_tensor(end_rgb),
+            fingerprint=fingerprint.hexdigest(),
+            prompts=[encoded[text] for text in texts],
+            image_embeds=image_embeds,
+            guidance=Guidance(
+                distilled=torch.tensor([params.guidance], dtype=dtype, device=device) * 1000.0,
+                cfg=params.cfg,
+                negative=negative,
+            ),
+            metadata=self._metadata(params, width, height),
+        )
+
+    def _start_or_resume(
+        self, job: _Job, workdir: Path, generator: torch.Generator
+    ) -> tuple[LatentHistory, torch.Tensor | None, int]:
+        """The history, the end latent and the number of sections already done."""
+        kind = HISTORIES[job.params.sampler]
+        saved = load_checkpoint(workdir / CHECKPOINT_NAME, job.fingerprint)
+        if saved is not None:
+            generator.set_state(saved.rng_state)
+            start = saved.start.to(self.device)
+            history = kind(
+                saved.history.to(self.device), saved.generated, start, job.params.latent_window
+            )
+            end = None if saved.end is None else saved.end.to(self.device)
+            log.info("resuming after section %d of %d", saved.sections_done, len(job.specs))
+            return history, end, saved.sections_done
+        start = encode_latent(
+            self.components, job.start_pixels, device=self.device, generator=generator
+        )
+        end = None
+        if job.end_pixels is not None:
+            end = encode_latent(
+                self.components, job.end_pixels, device=self.device, generator=generator
+            )
+        return kind.new(start, job.params.latent_window), end, 0
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+
+    def _metadata(self, params: GenerationParams, width: int, height: int) -> dict[str, str]:
+        metadata = {
+            "prompt": params.prompt,
+            "seed": str(params.seed),
+            "seconds": f"{params.duration():.2f}",
+            "steps": str(params.steps),
+            "guidance": f"{params.guidance:g}",
+            "sampler": params.sampler,
+            "scheduler": params.scheduler,
+            "size": f"{width}x{height}",
+            "model": self.components.preset,
+            "software": SOFTWARE,
+        }
+        if params.cfg > 1 and params.negative_prompt:
+            metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
+        return metadata

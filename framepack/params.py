@@ -1,0 +1,95 @@
+"""What one video job asks for, and the few numbers that follow from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Sampler = Literal["inverted", "forward"]
+SAMPLERS: tuple[str, ...] = ("inverted", "forward")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One job's settings. Defaults are the original FramePack demo's."""
+
+    prompt: str  # may hold per-section prompts "[0s: a man walks] [3s: he turns around]"
+    seconds: float = 5.0
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 10.0  # distilled guidance, fed to the transformer as an embedding
+    cfg: float = 1.0  # real CFG: a second pass on `negative_prompt`, only when > 1 and it is set
+    negative_prompt: str = ""
+    sampler: Sampler = "inverted"  # framepack: inverted anti-drifting (end first); f1: forward
+    scheduler: Literal["unipc", "euler"] = "unipc"
+    resolution: int = 640  # base of the bucket set
+    latent_window: int = 9  # latent frames sampled per section (4 video frames each)
+    fps: int = 30
+    crf: int = 16  # H.264 quality of the MP4s; 0 would be lossless but plays black in many players
+
+    def sections(self) -> int:
+        """Number of sections, as the original computes it from the requested seconds."""
+        return int(max(round(self.seconds * self.fps / (self.latent_window * 4)), 1))
+
+    def frames(self) -> int:
+        """Frames of the finished video: each section adds 4 per latent frame, plus the first."""
+        return self.sections() * self.latent_window * 4 + 1
+
+    def duration(self) -> float:
+        """Seconds of the finished video (close to, not exactly, `seconds`)."""
+        return self.frames() / self.fps
+
+    def section_seconds(self) -> float:
+        """Video time one section covers (1.2 s at the defaults)."""
+        return self.latent_window * 4 / self.fps
+
+    def fingerprint(self) -> str:
+        """Hash of every field that changes the frames; the MP4 quality does not."""
+        fields = asdict(self)
+        del fields["crf"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) -> None:
+    """Every check of a job's settings, so that a bad job fails before any model runs."""
+    from framepack.presets import sampler_allowed
+    from framepack.prompts import parse_prompt
+    from framepack.schedulers import SCHEDULERS
+
+    if not isinstance(params.prompt, str) or not params.prompt.strip():
+        raise ValueError("the prompt is empty; say what should happen in the video")
+    parse_prompt(params.prompt)  # raises ValueError naming what is wrong with timed prompts
+    if not math.isfinite(params.seconds) or params.seconds <= 0:
+        raise ValueError(f"seconds must be a positive number, not {params.seconds}")
+    if not 1 <= params.steps <= 1000:
+        raise ValueError(f"steps must be between 1 and 1000, not {params.steps}")
+    if not math.isfinite(params.guidance) or params.guidance < 0:
+        raise ValueError(f"guidance must be a number >= 0, not {params.guidance}")
+    if not math.isfinite(params.cfg) or params.cfg < 1:
+        raise ValueError(f"cfg must be a number >= 1 (1 turns real CFG off), not {params.cfg}")
+    if params.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {params.sampler!r}")
+    if params.scheduler not in SCHEDULERS:
+        raise ValueError(
+            f"scheduler must be one of {', '.join(SCHEDULERS)}, not {params.scheduler!r}"
+        )
+    if not sampler_allowed(preset, params.sampler):
+        raise ValueError(
+            f"the {preset} model was trained for the other sampler than {params.sampler!r}"
+        )
+    if params.resolution < 64:
+        raise ValueError(f"resolution must be at least 64, not {params.resolution}")
+    if params.latent_window < 2:
+        raise ValueError(f"latent_window must be at least 2, not {params.latent_window}")
+    if not 1 <= params.fps <= 120:
+        raise ValueError(f"fps must be between 1 and 120, not {params.fps}")
+    if not 0 <= params.crf <= 51:
+        raise ValueError(f"crf must be between 0 and 51, not {params.crf}")
+    if has_end_image and params.sampler != "inverted":
+        raise ValueError(
+            "an end image needs the inverted sampler (the framepack model): "
+            "the forward sampler builds the video from the start and cannot aim at a last frame"
+        )
