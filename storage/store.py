@@ -7,26 +7,34 @@ on the next worker). Claims are atomic across processes: one `UPDATE …
 RETURNING` inside a `BEGIN IMMEDIATE` transaction, its row count checked.
 
 Fairness: a user's n-th waiting job never runs before every other user's
-earlier-ranked waiting jobs. The rank of each waiting job among its owner's
-waiting jobs is kept in `fair_rank` (recomputed for one user whenever that
-user's waiting set changes), so the claim and the positions are one indexed
-ordering: (fair_rank, queued_at, id).
+earlier-ranked waiting jobs. Waiting jobs are ordered by (rank among their
+owner's waiting jobs, when their owner was last served, time queued). The
+middle key is ours: DESIGN.md breaks ties by time queued alone, but with rank
+counted among *waiting* jobs that makes the claim plain FIFO (the oldest job
+is always its owner's first), and a user who queued five jobs at once would
+keep the GPU until all five ran. Breaking ties by "least recently served
+first" keeps the DESIGN rule (nobody's n-th job runs before another's
+earlier-ranked one) and gives the round robin users expect. Rank and served
+time are kept in columns of the waiting jobs (updated for one user when that
+user's waiting set changes), so the claim and the positions read one index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from storage.db import connect, transaction
+from storage.db import checkpoint, connect
 from storage.records import (
     TRANSITIONS,
     ChatMessageRef,
@@ -41,10 +49,19 @@ from storage.records import (
 )
 
 DAY = 24 * 3600.0
+STALE_CHECK_INTERVAL = 1.0  # seconds between two looks for stale running jobs
 # Until real timings exist, a step is assumed to take this long (a 4090-class GPU
 # at 640 takes 1.5-2.5 s per step); estimates improve after the first job.
 DEFAULT_STEP_SECONDS = 2.0
-FAIR_ORDER = "fair_rank, queued_at, id"
+# Every waiting job with its rank among its owner's waiting jobs and the time its
+# owner was last served, in the order they will run.
+FAIR_ORDER_SQL = """
+SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j.id)
+       AS owner_rank, COALESCE(u.last_served_at, 0) AS served
+FROM jobs AS j LEFT JOIN users AS u ON u.platform = j.platform AND u.user_id = j.user_id
+WHERE j.status = 'queued'
+ORDER BY owner_rank, served, j.queued_at, j.id
+"""
 
 
 class QueueRefused(Exception):
@@ -136,71 +153,70 @@ def _event(row: Mapping[str, Any]) -> JobEvent:
     )
 
 
-class JobStore:
-    """Every read and write of the queue, over one aiosqlite connection."""
+class StoreCore:
+    """Every read and write of the queue on one blocking sqlite3 connection.
+
+    `JobStore` runs each of these calls in the thread of its aiosqlite
+    connection, so one call is one thread hop however many statements it runs.
+    """
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        db: sqlite3.Connection,
         limits: QueueLimits | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.conn = conn
+        db.row_factory = sqlite3.Row
+        self.db = db
         self.limits = limits or QueueLimits()
         self.clock = clock
+        self._stale_checked_at = float("-inf")
 
-    @classmethod
-    async def open(
-        cls,
-        path: Path | str,
-        limits: QueueLimits | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> JobStore:
-        return cls(await connect(path), limits, clock=clock)
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """`BEGIN IMMEDIATE` … `COMMIT`; nested uses join the outer transaction."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
-    async def close(self) -> None:
-        await self.conn.close()
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+        return self.db.execute(sql, tuple(args)).fetchone()
 
-    async def __aenter__(self) -> JobStore:
-        return self
+    def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, tuple(args)).fetchall()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database; call it when idle, not in a claim."""
+        checkpoint(self.db)
 
-    # ---- reading -------------------------------------------------------
-
-    async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
-
-    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
-
-    async def get(self, job_id: int) -> Job:
-        row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    def get(self, job_id: int) -> Job:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(f"no job #{job_id}")
         return _job(row)
 
-    async def find(self, job_id: int) -> Job | None:
-        row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    def find(self, job_id: int) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
-    async def waiting(self) -> list[Job]:
+    def waiting(self) -> list[Job]:
         """Every queued job, in the order they will run."""
-        rows = await self._all(f"SELECT * FROM jobs WHERE status = 'queued' ORDER BY {FAIR_ORDER}")
+        rows = self._all(FAIR_ORDER_SQL)
         return [_job(r) for r in rows]
 
-    async def running(self) -> list[Job]:
-        rows = await self._all(
-            "SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at, id"
-        )
+    def running(self) -> list[Job]:
+        rows = self._all("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at, id")
         return [_job(r) for r in rows]
 
-    async def jobs_of(
+    def jobs_of(
         self,
         platform: str,
         user_id: str,
@@ -213,26 +229,26 @@ class JobStore:
             wanted = [s.value for s in statuses]
             sql += f" AND status IN ({','.join('?' * len(wanted))})"
             args += wanted
-        rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        rows = self._all(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         return [_job(r) for r in rows]
 
-    async def undelivered(self) -> list[Job]:
+    def undelivered(self) -> list[Job]:
         """Finished jobs whose owner has not been told yet (done, failed or cancelled)."""
-        rows = await self._all(
+        rows = self._all(
             "SELECT * FROM jobs WHERE status IN ('done', 'failed', 'cancelled') "
             "AND delivered_at IS NULL ORDER BY finished_at, id"
         )
         return [_job(r) for r in rows]
 
-    async def counts(self) -> dict[str, int]:
-        rows = await self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+    def counts(self) -> dict[str, int]:
+        rows = self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
         out = {s.value: 0 for s in JobStatus}
         out.update({r["status"]: r["n"] for r in rows})
         return out
 
     # ---- enqueue -------------------------------------------------------
 
-    async def enqueue(
+    def enqueue(
         self,
         *,
         platform: str,
@@ -251,9 +267,9 @@ class JobStore:
         `exempt` (admins) skips the per-user limits, never a ban or a full queue.
         """
         now = self.clock()
-        async with transaction(self.conn):
-            await self._check_limits(platform, user_id, params, now, exempt=exempt)
-            row = await self._one(
+        with self._tx():
+            self._check_limits(platform, user_id, params, now, exempt=exempt)
+            row = self._one(
                 "INSERT INTO jobs (platform, user_id, user_name, chat_id, params, input_path, "
                 "end_image_path, status, queued_at, upload_limit, origin) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
@@ -272,20 +288,20 @@ class JobStore:
             )
             assert row is not None
             job_id = row["id"]
-            await self._rerank(platform, user_id)
-            await self._add_event(job_id, EventKind.QUEUED, {}, now)
-            job = await self.get(job_id)
+            self._enter_waiting(job_id)
+            self._add_event(job_id, EventKind.QUEUED, {}, now)
+            job = self.get(job_id)
         return job
 
-    async def _check_limits(
+    def _check_limits(
         self, platform: str, user_id: str, params: JobParams, now: float, *, exempt: bool
     ) -> None:
-        user = await self.user(platform, user_id)
+        user = self.user(platform, user_id)
         if user.banned:
             why = f" ({user.ban_reason})" if user.ban_reason else ""
             raise QueueRefused("banned", f"You are not allowed to queue jobs here{why}.")
         limits = self.limits
-        row = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
         if row is not None and row["n"] >= limits.max_waiting:
             raise QueueRefused(
                 "queue_full",
@@ -295,7 +311,7 @@ class JobStore:
             return
         over = user.overrides
         per_user = int(over.get("max_waiting_per_user", limits.max_waiting_per_user))
-        row = await self._one(
+        row = self._one(
             "SELECT COUNT(*) AS n FROM jobs WHERE platform = ? AND user_id = ? "
             "AND status IN ('queued', 'running')",
             (platform, user_id),
@@ -308,7 +324,7 @@ class JobStore:
             )
         cooldown = float(over.get("cooldown_seconds", limits.cooldown_seconds))
         if cooldown > 0:
-            row = await self._one(
+            row = self._one(
                 "SELECT MAX(queued_at) AS last FROM jobs WHERE platform = ? AND user_id = ?",
                 (platform, user_id),
             )
@@ -320,7 +336,7 @@ class JobStore:
         budget = float(over.get("max_video_seconds_per_day", limits.max_video_seconds_per_day))
         if budget > 0:
             # Failed jobs and jobs cancelled before they started cost nothing.
-            row = await self._one(
+            row = self._one(
                 "SELECT COALESCE(SUM(json_extract(params, '$.seconds')), 0) AS used, "
                 "MIN(queued_at) AS oldest FROM jobs WHERE platform = ? AND user_id = ? "
                 "AND queued_at > ? AND (status IN ('queued', 'running', 'done') "
@@ -338,19 +354,47 @@ class JobStore:
                     f"or try again in {again}.",
                 )
 
-    async def _rerank(self, platform: str, user_id: str) -> None:
-        """Recompute the fair rank of one user's waiting jobs (1 = their next)."""
-        await self.conn.execute(
-            "UPDATE jobs SET fair_rank = (SELECT COUNT(*) FROM jobs AS j2 "
-            "  WHERE j2.platform = jobs.platform AND j2.user_id = jobs.user_id "
-            "  AND j2.status = 'queued' AND (j2.queued_at, j2.id) <= (jobs.queued_at, jobs.id)) "
-            "WHERE platform = ? AND user_id = ? AND status = 'queued'",
+    def _enter_waiting(self, job_id: int) -> None:
+        """A job just became queued: it is its owner's head if none of theirs waits before it."""
+        row = self._one(
+            "SELECT j.platform, j.user_id, j.queued_at, COALESCE(u.last_served_at, 0) AS served "
+            "FROM jobs AS j LEFT JOIN users AS u ON u.platform = j.platform "
+            "AND u.user_id = j.user_id WHERE j.id = ?",
+            (job_id,),
+        )
+        assert row is not None
+        self._promote_head(row["platform"], row["user_id"], row["served"])
+
+    def _promote_head(self, platform: str, user_id: str, served: float) -> None:
+        """Mark the user's earliest waiting job as their head, and only that one."""
+        first = self._one(
+            "SELECT id FROM jobs WHERE platform = ? AND user_id = ? AND status = 'queued' "
+            "ORDER BY queued_at, id LIMIT 1",
             (platform, user_id),
+        )
+        self.db.execute(
+            "UPDATE jobs SET queue_head = 0 WHERE platform = ? AND user_id = ? "
+            "AND status = 'queued' AND queue_head = 1 AND id != ?",
+            (platform, user_id, first["id"] if first else -1),
+        )
+        if first is not None:
+            self.db.execute(
+                "UPDATE jobs SET queue_head = 1, owner_served_at = ? WHERE id = ?",
+                (served, first["id"]),
+            )
+
+    def _served(self, platform: str, user_id: str, now: float) -> None:
+        """Record that a user's job just got a worker (the round-robin key)."""
+        self.db.execute(
+            "INSERT INTO users (platform, user_id, last_served_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (platform, user_id) DO UPDATE SET "
+            "last_served_at = excluded.last_served_at",
+            (platform, user_id, now),
         )
 
     # ---- the one door for status changes ---------------------------------
 
-    async def _transition(
+    def _transition(
         self,
         job_id: int,
         to: JobStatus,
@@ -364,7 +408,7 @@ class JobStore:
         Must run inside a transaction. `expect` narrows the allowed sources;
         `fields` are columns set with it.
         """
-        row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(f"no job #{job_id}")
         current = JobStatus(row["status"])
@@ -377,50 +421,66 @@ class JobStore:
         values = dict(fields)
         if to.finished:
             values.setdefault("finished_at", now)
+        if current is JobStatus.QUEUED:
+            values["queue_head"] = 0
         sets = ", ".join(f"{k} = ?" for k in ["status", *values])
-        cur = await self.conn.execute(
+        cur = self.db.execute(
             f"UPDATE jobs SET {sets} WHERE id = ? AND status = ?",
             (to.value, *values.values(), job_id, current.value),
         )
         if cur.rowcount != 1:
             raise IllegalTransition(f"job #{job_id} changed while it was updated")
         if JobStatus.QUEUED in (current, to):
-            await self._rerank(row["platform"], row["user_id"])
+            self._enter_waiting(job_id)  # the owner's head may have changed
         if event is not None:
-            await self._add_event(job_id, event[0], event[1], now)
-        return await self.get(job_id)
+            self._add_event(job_id, event[0], event[1], now)
+        return self.get(job_id)
 
     # ---- the worker's side ---------------------------------------------
 
-    async def claim(self, worker_id: str) -> Job | None:
+    def claim(self, worker_id: str) -> Job | None:
         """Hand the fair next job to `worker_id`, or None (queue empty or paused).
 
         Stale running jobs are put back first, so a dead worker's job is
         offered again in its fair place.
         """
-        await self.requeue_stale()
-        if await self.paused():
-            return None
         now = self.clock()
-        async with transaction(self.conn):
-            row = await self._one(
+        # A dead worker is noticed within a second; looking on every claim
+        # would cost a query per claim for an event that takes a minute.
+        if now - self._stale_checked_at >= STALE_CHECK_INTERVAL:
+            self._stale_checked_at = now
+            self.requeue_stale()
+        with self._tx():
+            # One statement picks and takes the job (unless an admin paused the
+            # queue), under the write lock that BEGIN IMMEDIATE holds: no other
+            # process can take it too.
+            row = self._one(
                 "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, "
-                "started_at = COALESCE(started_at, ?), attempts = attempts + 1, fair_rank = NULL "
-                f"WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY {FAIR_ORDER} "
-                "LIMIT 1) AND status = 'queued' RETURNING *",
+                "started_at = COALESCE(started_at, ?), attempts = attempts + 1, queue_head = 0 "
+                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND queue_head = 1 "
+                "ORDER BY owner_served_at, queued_at, id LIMIT 1) AND status = 'queued' "
+                "AND NOT EXISTS (SELECT 1 FROM flags WHERE name = 'paused' AND value = '1') "
+                "RETURNING *",
                 (worker_id, now, now),
             )
             if row is None:
                 return None
-            await self._rerank(row["platform"], row["user_id"])
+            self._served(row["platform"], row["user_id"], now)
+            # the owner's next waiting job becomes their head, served just now
+            self.db.execute(
+                "UPDATE jobs SET queue_head = 1, owner_served_at = ? WHERE id = (SELECT id "
+                "FROM jobs WHERE platform = ? AND user_id = ? AND status = 'queued' "
+                "ORDER BY queued_at, id LIMIT 1)",
+                (now, row["platform"], row["user_id"]),
+            )
         return _job(row)
 
-    async def heartbeat(self, job_id: int, worker_id: str) -> bool:
+    def heartbeat(self, job_id: int, worker_id: str) -> bool:
         """Record that `worker_id` still works on the job; True when a cancel is asked.
 
         Raises `JobLost` when the job was handed to another worker meanwhile.
         """
-        row = await self._one(
+        row = self._one(
             "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' "
             "AND worker_id = ? RETURNING cancel_requested",
             (self.clock(), job_id, worker_id),
@@ -429,24 +489,24 @@ class JobStore:
             raise JobLost(f"job #{job_id} is not running on {worker_id} any more")
         return bool(row["cancel_requested"])
 
-    async def requeue_stale(self, timeout: float | None = None) -> list[Job]:
+    def requeue_stale(self, timeout: float | None = None) -> list[Job]:
         """Running jobs silent for `timeout` go back to the queue, or fail past max attempts."""
         timeout = self.limits.heartbeat_timeout if timeout is None else timeout
         cutoff = self.clock() - timeout
-        rows = await self._all(
+        rows = self._all(
             "SELECT id, attempts FROM jobs WHERE status = 'running' AND heartbeat_at < ?",
             (cutoff,),
         )
         out = []
         for row in rows:
-            async with transaction(self.conn):
+            with self._tx():
                 try:
                     if row["attempts"] >= self.limits.max_attempts:
                         reason = (
                             f"The renderer stopped {row['attempts']} times while working on "
                             "this job, so it was given up."
                         )
-                        job = await self._transition(
+                        job = self._transition(
                             row["id"],
                             JobStatus.FAILED,
                             expect=[JobStatus.RUNNING],
@@ -454,14 +514,14 @@ class JobStore:
                             event=(EventKind.FAILED, {"reason": reason}),
                         )
                     else:
-                        job = await self._requeue(row["id"], "worker stopped")
+                        job = self._requeue(row["id"], "worker stopped")
                 except IllegalTransition:
                     continue  # another process handled it first
             out.append(job)
         return out
 
-    async def _requeue(self, job_id: int, why: str) -> Job:
-        return await self._transition(
+    def _requeue(self, job_id: int, why: str) -> Job:
+        return self._transition(
             job_id,
             JobStatus.QUEUED,
             expect=[JobStatus.RUNNING],
@@ -470,22 +530,22 @@ class JobStore:
             worker_id=None,
         )
 
-    async def release(self, job_id: int, worker_id: str, why: str = "worker shut down") -> Job:
+    def release(self, job_id: int, worker_id: str, why: str = "worker shut down") -> Job:
         """A worker that stops cleanly puts its job back; the attempt does not count."""
-        async with transaction(self.conn):
-            job = await self._get_owned(job_id, worker_id)
-            await self.conn.execute(
+        with self._tx():
+            job = self._get_owned(job_id, worker_id)
+            self.db.execute(
                 "UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (job.id,)
             )
-            return await self._requeue(job_id, why)
+            return self._requeue(job_id, why)
 
-    async def _get_owned(self, job_id: int, worker_id: str) -> Job:
-        job = await self.get(job_id)
+    def _get_owned(self, job_id: int, worker_id: str) -> Job:
+        job = self.get(job_id)
         if job.status is not JobStatus.RUNNING or job.worker_id != worker_id:
             raise JobLost(f"job #{job_id} is not running on {worker_id} any more")
         return job
 
-    async def complete(
+    def complete(
         self,
         job_id: int,
         worker_id: str,
@@ -494,9 +554,9 @@ class JobStore:
         delivery_path: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Job:
-        async with transaction(self.conn):
-            await self._get_owned(job_id, worker_id)
-            return await self._transition(
+        with self._tx():
+            self._get_owned(job_id, worker_id)
+            return self._transition(
                 job_id,
                 JobStatus.DONE,
                 expect=[JobStatus.RUNNING],
@@ -508,102 +568,99 @@ class JobStore:
                 delivery_path=delivery_path,
             )
 
-    async def fail(self, job_id: int, reason: str, *, worker_id: str | None = None) -> Job:
-        async with transaction(self.conn):
+    def fail(self, job_id: int, reason: str, *, worker_id: str | None = None) -> Job:
+        with self._tx():
             if worker_id is not None:
-                await self._get_owned(job_id, worker_id)
-            return await self._transition(
+                self._get_owned(job_id, worker_id)
+            return self._transition(
                 job_id,
                 JobStatus.FAILED,
                 event=(EventKind.FAILED, {"reason": reason}),
                 error=reason,
             )
 
-    async def confirm_cancelled(self, job_id: int, worker_id: str) -> Job:
+    def confirm_cancelled(self, job_id: int, worker_id: str) -> Job:
         """The worker stopped a running job whose cancel was asked."""
-        async with transaction(self.conn):
-            await self._get_owned(job_id, worker_id)
-            return await self._transition(
+        with self._tx():
+            self._get_owned(job_id, worker_id)
+            return self._transition(
                 job_id,
                 JobStatus.CANCELLED,
                 expect=[JobStatus.RUNNING],
                 event=(EventKind.CANCELLED, {}),
             )
 
-    async def cancel_requested(self, job_id: int) -> bool:
-        row = await self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+    def cancel_requested(self, job_id: int) -> bool:
+        row = self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
         return bool(row and row["cancel_requested"])
 
     # ---- the user's side -----------------------------------------------
 
-    async def cancel(self, job_id: int) -> Job:
+    def cancel(self, job_id: int) -> Job:
         """A waiting job ends at once; a running one gets a flag its worker reads.
 
         Raises `IllegalTransition` for a job that has already finished.
         """
-        async with transaction(self.conn):
-            job = await self.get(job_id)
+        with self._tx():
+            job = self.get(job_id)
             if job.status is JobStatus.QUEUED:
-                return await self._transition(
+                return self._transition(
                     job_id, JobStatus.CANCELLED, event=(EventKind.CANCELLED, {})
                 )
             if job.status is JobStatus.RUNNING:
-                await self.conn.execute(
-                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,)
-                )
-                return await self.get(job_id)
+                self.db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+                return self.get(job_id)
             raise IllegalTransition(f"job #{job_id} has already {job.status.value}")
 
-    async def mark_delivered(self, job_id: int) -> bool:
+    def mark_delivered(self, job_id: int) -> bool:
         """Record that the owner has the outcome; True only for the call that recorded it."""
-        cur = await self.conn.execute(
+        cur = self.db.execute(
             "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL "
             "AND status IN ('done', 'failed', 'cancelled')",
             (self.clock(), job_id),
         )
         return cur.rowcount == 1
 
-    async def set_origin(self, job_id: int, **values: Any) -> Job:
+    def set_origin(self, job_id: int, **values: Any) -> Job:
         """Merge platform data into the job's origin (e.g. the id of its status message)."""
-        job = await self.get(job_id)
+        job = self.get(job_id)
         merged = {**job.origin, **values}
-        await self.conn.execute(
-            "UPDATE jobs SET origin = ? WHERE id = ?", (json.dumps(merged), job_id)
-        )
-        return await self.get(job_id)
+        self.db.execute("UPDATE jobs SET origin = ? WHERE id = ?", (json.dumps(merged), job_id))
+        return self.get(job_id)
 
     # ---- positions and estimates -----------------------------------------
 
-    async def estimate_duration(self, params: JobParams) -> float:
+    def estimate_duration(self, params: JobParams) -> float:
         """Seconds of rendering this job will likely take, from recent timings."""
-        rows = await self._all(
+        rows = self._all(
             "SELECT step_seconds FROM timings WHERE model = ? ORDER BY finished_at DESC LIMIT 20",
             (params.model,),
         )
         if not rows:
-            rows = await self._all(
-                "SELECT step_seconds FROM timings ORDER BY finished_at DESC LIMIT 20"
-            )
+            rows = self._all("SELECT step_seconds FROM timings ORDER BY finished_at DESC LIMIT 20")
         per_step = (
             statistics.median(r["step_seconds"] for r in rows) if rows else DEFAULT_STEP_SECONDS
         )
         return sections_for(params.seconds) * params.steps * per_step
 
-    async def positions(self) -> dict[int, QueuePosition]:
+    def positions(self) -> dict[int, QueuePosition]:
         """The position and estimated start of every waiting job (one pass)."""
-        waiting = await self.waiting()
-        running = await self.running()
+        waiting = self.waiting()
+        running = self.running()
         now = self.clock()
         workers = max(1, len(running))
         busy = []
         for job in running:
-            total = await self.estimate_duration(job.params)
+            total = self.estimate_duration(job.params)
             busy.append(max(0.0, total - (now - (job.started_at or now))))
         out: dict[int, QueuePosition] = {}
+        durations: dict[JobParams, float] = {}
         # Waiting jobs run in order on the first worker to free up.
         free_at = sorted(busy) + [0.0] * (workers - len(busy))
         for index, job in enumerate(waiting):
-            duration = await self.estimate_duration(job.params)
+            if job.params not in durations:
+                durations[job.params] = self.estimate_duration(job.params)
+            duration = durations[job.params]
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             out[job.id] = QueuePosition(
@@ -616,12 +673,12 @@ class JobStore:
             )
         return out
 
-    async def position(self, job_id: int) -> QueuePosition | None:
+    def position(self, job_id: int) -> QueuePosition | None:
         """Where a waiting job stands; None when it is not waiting."""
-        return (await self.positions()).get(job_id)
+        return (self.positions()).get(job_id)
 
-    async def record_timing(self, timing: Timing) -> None:
-        await self.conn.execute(
+    def record_timing(self, timing: Timing) -> None:
+        self.db.execute(
             "INSERT OR REPLACE INTO timings (job_id, model, video_seconds, steps, sections, "
             "render_seconds, step_seconds, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -636,49 +693,49 @@ class JobStore:
             ),
         )
 
-    async def timing(self, job_id: int) -> Timing | None:
-        row = await self._one("SELECT * FROM timings WHERE job_id = ?", (job_id,))
+    def timing(self, job_id: int) -> Timing | None:
+        row = self._one("SELECT * FROM timings WHERE job_id = ?", (job_id,))
         return None if row is None else Timing(**dict(row))
 
     # ---- events ----------------------------------------------------------
 
-    async def _add_event(
+    def _add_event(
         self, job_id: int, kind: EventKind, data: Mapping[str, Any], now: float
     ) -> JobEvent:
-        row = await self._one(
+        row = self._one(
             "INSERT INTO events (job_id, kind, data, created_at) VALUES (?, ?, ?, ?) RETURNING *",
             (job_id, kind.value, json.dumps(dict(data)), now),
         )
         assert row is not None
         return _event(row)
 
-    async def add_event(
+    def add_event(
         self, job_id: int, kind: EventKind, data: Mapping[str, Any] | None = None
     ) -> JobEvent:
-        return await self._add_event(job_id, kind, data or {}, self.clock())
+        return self._add_event(job_id, kind, data or {}, self.clock())
 
-    async def events_since(
+    def events_since(
         self, after_id: int = 0, *, job_id: int | None = None, limit: int = 1000
     ) -> list[JobEvent]:
         if job_id is None:
-            rows = await self._all(
+            rows = self._all(
                 "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
             )
         else:
-            rows = await self._all(
+            rows = self._all(
                 "SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (job_id, after_id, limit),
             )
         return [_event(r) for r in rows]
 
-    async def last_event_id(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(id), 0) AS id FROM events")
+    def last_event_id(self) -> int:
+        row = self._one("SELECT COALESCE(MAX(id), 0) AS id FROM events")
         return int(row["id"]) if row is not None else 0
 
     # ---- users -----------------------------------------------------------
 
-    async def user(self, platform: str, user_id: str) -> UserRecord:
-        row = await self._one(
+    def user(self, platform: str, user_id: str) -> UserRecord:
+        row = self._one(
             "SELECT * FROM users WHERE platform = ? AND user_id = ?", (platform, user_id)
         )
         if row is None:
@@ -687,29 +744,27 @@ class JobStore:
             platform, user_id, bool(row["banned"]), row["ban_reason"], json.loads(row["overrides"])
         )
 
-    async def set_banned(self, platform: str, user_id: str, banned: bool, reason: str = "") -> None:
+    def set_banned(self, platform: str, user_id: str, banned: bool, reason: str = "") -> None:
         """Ban or unban; a ban also cancels the user's waiting jobs."""
-        async with transaction(self.conn):
-            await self.conn.execute(
+        with self._tx():
+            self.db.execute(
                 "INSERT INTO users (platform, user_id, banned, ban_reason) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (platform, user_id) DO UPDATE SET banned = excluded.banned, "
                 "ban_reason = excluded.ban_reason",
                 (platform, user_id, int(banned), reason),
             )
             if banned:
-                rows = await self._all(
+                rows = self._all(
                     "SELECT id FROM jobs WHERE platform = ? AND user_id = ? AND status = 'queued'",
                     (platform, user_id),
                 )
                 for row in rows:
-                    await self._transition(
+                    self._transition(
                         row["id"], JobStatus.CANCELLED, event=(EventKind.CANCELLED, {"by": "ban"})
                     )
 
-    async def set_overrides(
-        self, platform: str, user_id: str, overrides: Mapping[str, Any]
-    ) -> None:
-        await self.conn.execute(
+    def set_overrides(self, platform: str, user_id: str, overrides: Mapping[str, Any]) -> None:
+        self.db.execute(
             "INSERT INTO users (platform, user_id, overrides) VALUES (?, ?, ?) "
             "ON CONFLICT (platform, user_id) DO UPDATE SET overrides = excluded.overrides",
             (platform, user_id, json.dumps(dict(overrides))),
@@ -717,12 +772,12 @@ class JobStore:
 
     # ---- pause -----------------------------------------------------------
 
-    async def paused(self) -> bool:
-        row = await self._one("SELECT value FROM flags WHERE name = 'paused'")
+    def paused(self) -> bool:
+        row = self._one("SELECT value FROM flags WHERE name = 'paused'")
         return bool(row and row["value"] == "1")
 
-    async def set_paused(self, paused: bool) -> None:
-        await self.conn.execute(
+    def set_paused(self, paused: bool) -> None:
+        self.db.execute(
             "INSERT INTO flags (name, value) VALUES ('paused', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             ("1" if paused else "0",),
@@ -730,7 +785,7 @@ class JobStore:
 
     # ---- chat messages ---------------------------------------------------
 
-    async def set_message(
+    def set_message(
         self,
         job_id: int,
         platform: str,
@@ -738,7 +793,7 @@ class JobStore:
         message_id: str,
         state: Mapping[str, Any] | None = None,
     ) -> None:
-        await self.conn.execute(
+        self.db.execute(
             "INSERT INTO chat_messages (job_id, platform, chat_id, message_id, state, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, platform) DO UPDATE SET "
             "chat_id = excluded.chat_id, message_id = excluded.message_id, "
@@ -746,8 +801,8 @@ class JobStore:
             (job_id, platform, chat_id, message_id, json.dumps(dict(state or {})), self.clock()),
         )
 
-    async def message(self, job_id: int, platform: str) -> ChatMessageRef | None:
-        row = await self._one(
+    def message(self, job_id: int, platform: str) -> ChatMessageRef | None:
+        row = self._one(
             "SELECT * FROM chat_messages WHERE job_id = ? AND platform = ?", (job_id, platform)
         )
         if row is None:
@@ -761,32 +816,272 @@ class JobStore:
             row["updated_at"],
         )
 
-    async def update_message_state(
-        self, job_id: int, platform: str, state: Mapping[str, Any]
-    ) -> None:
-        await self.conn.execute(
+    def update_message_state(self, job_id: int, platform: str, state: Mapping[str, Any]) -> None:
+        self.db.execute(
             "UPDATE chat_messages SET state = ?, updated_at = ? WHERE job_id = ? AND platform = ?",
             (json.dumps(dict(state)), self.clock(), job_id, platform),
         )
 
     # ---- retention -------------------------------------------------------
 
-    async def expired_jobs(self, older_than: float) -> list[Job]:
+    def expired_jobs(self, older_than: float) -> list[Job]:
         """Finished jobs whose files may go: never a done job not yet delivered."""
-        rows = await self._all(
+        rows = self._all(
             "SELECT * FROM jobs WHERE files_removed = 0 AND finished_at < ? AND "
             "(status IN ('failed', 'cancelled') OR (status = 'done' AND delivered_at IS NOT NULL))",
             (self.clock() - older_than,),
         )
         return [_job(r) for r in rows]
 
-    async def mark_files_removed(self, job_id: int) -> None:
-        await self.conn.execute("UPDATE jobs SET files_removed = 1 WHERE id = ?", (job_id,))
+    def mark_files_removed(self, job_id: int) -> None:
+        self.db.execute("UPDATE jobs SET files_removed = 1 WHERE id = ?", (job_id,))
 
-    async def referenced_inputs(self) -> set[str]:
-        rows = await self._all(
+    def referenced_inputs(self) -> set[str]:
+        rows = self._all(
             "SELECT input_path AS p FROM jobs WHERE files_removed = 0 "
             "UNION SELECT end_image_path FROM jobs WHERE files_removed = 0 "
             "AND end_image_path IS NOT NULL"
         )
         return {r["p"] for r in rows}
+
+
+_T = TypeVar("_T")
+
+
+class JobStore:
+    """The async face of `StoreCore`: each call is one hop to the aiosqlite thread.
+
+    The bot process and the worker both use this; `core` is there for code that
+    already runs in that thread (a transaction spanning several calls).
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, core: StoreCore) -> None:
+        self.conn = conn
+        self.core = core
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path | str,
+        limits: QueueLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> JobStore:
+        conn = await connect(path)
+        return cls(conn, StoreCore(conn._conn, limits, clock=clock))
+
+    @property
+    def limits(self) -> QueueLimits:
+        return self.core.limits
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.core.clock
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def __aenter__(self) -> JobStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run `fn` in the connection's thread (fn may use `self.core`)."""
+        return await self.conn._execute(fn, *args, **kwargs)
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database; call it when idle, not in a claim."""
+        return await self.run(self.core.checkpoint)
+
+    async def get(self, job_id: int) -> Job:
+        return await self.run(self.core.get, job_id)
+
+    async def find(self, job_id: int) -> Job | None:
+        return await self.run(self.core.find, job_id)
+
+    async def waiting(self) -> list[Job]:
+        """Every queued job, in the order they will run."""
+        return await self.run(self.core.waiting)
+
+    async def running(self) -> list[Job]:
+        return await self.run(self.core.running)
+
+    async def jobs_of(
+        self,
+        platform: str,
+        user_id: str,
+        statuses: Iterable[JobStatus] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        return await self.run(self.core.jobs_of, platform, user_id, statuses, limit)
+
+    async def undelivered(self) -> list[Job]:
+        """Finished jobs whose owner has not been told yet (done, failed or cancelled)."""
+        return await self.run(self.core.undelivered)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.run(self.core.counts)
+
+    async def enqueue(
+        self,
+        *,
+        platform: str,
+        user_id: str,
+        chat_id: str,
+        params: JobParams,
+        input_path: str,
+        user_name: str = "",
+        end_image_path: str | None = None,
+        upload_limit: int | None = None,
+        origin: Mapping[str, Any] | None = None,
+        exempt: bool = False,
+    ) -> Job:
+        """Queue a job, or raise `QueueRefused` with a reason the user understands."""
+        return await self.run(
+            self.core.enqueue,
+            platform=platform,
+            user_id=user_id,
+            chat_id=chat_id,
+            params=params,
+            input_path=input_path,
+            user_name=user_name,
+            end_image_path=end_image_path,
+            upload_limit=upload_limit,
+            origin=origin,
+            exempt=exempt,
+        )
+
+    async def claim(self, worker_id: str) -> Job | None:
+        """Hand the fair next job to `worker_id`, or None (queue empty or paused)."""
+        return await self.run(self.core.claim, worker_id)
+
+    async def heartbeat(self, job_id: int, worker_id: str) -> bool:
+        """Record that `worker_id` still works on the job; True when a cancel is asked."""
+        return await self.run(self.core.heartbeat, job_id, worker_id)
+
+    async def requeue_stale(self, timeout: float | None = None) -> list[Job]:
+        """Running jobs silent for `timeout` go back to the queue, or fail past max attempts."""
+        return await self.run(self.core.requeue_stale, timeout)
+
+    async def release(self, job_id: int, worker_id: str, why: str = "worker shut down") -> Job:
+        """A worker that stops cleanly puts its job back; the attempt does not count."""
+        return await self.run(self.core.release, job_id, worker_id, why)
+
+    async def complete(
+        self,
+        job_id: int,
+        worker_id: str,
+        *,
+        result_path: str,
+        delivery_path: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Job:
+        return await self.run(
+            self.core.complete,
+            job_id,
+            worker_id,
+            result_path=result_path,
+            delivery_path=delivery_path,
+            metadata=metadata,
+        )
+
+    async def fail(self, job_id: int, reason: str, *, worker_id: str | None = None) -> Job:
+        return await self.run(self.core.fail, job_id, reason, worker_id=worker_id)
+
+    async def confirm_cancelled(self, job_id: int, worker_id: str) -> Job:
+        """The worker stopped a running job whose cancel was asked."""
+        return await self.run(self.core.confirm_cancelled, job_id, worker_id)
+
+    async def cancel_requested(self, job_id: int) -> bool:
+        return await self.run(self.core.cancel_requested, job_id)
+
+    async def cancel(self, job_id: int) -> Job:
+        """A waiting job ends at once; a running one gets a flag its worker reads."""
+        return await self.run(self.core.cancel, job_id)
+
+    async def mark_delivered(self, job_id: int) -> bool:
+        """Record that the owner has the outcome; True only for the call that recorded it."""
+        return await self.run(self.core.mark_delivered, job_id)
+
+    async def set_origin(self, job_id: int, **values: Any) -> Job:
+        """Merge platform data into the job's origin (e.g. the id of its status message)."""
+        return await self.run(self.core.set_origin, job_id, **values)
+
+    async def estimate_duration(self, params: JobParams) -> float:
+        """Seconds of rendering this job will likely take, from recent timings."""
+        return await self.run(self.core.estimate_duration, params)
+
+    async def positions(self) -> dict[int, QueuePosition]:
+        """The position and estimated start of every waiting job (one pass)."""
+        return await self.run(self.core.positions)
+
+    async def position(self, job_id: int) -> QueuePosition | None:
+        """Where a waiting job stands; None when it is not waiting."""
+        return await self.run(self.core.position, job_id)
+
+    async def record_timing(self, timing: Timing) -> None:
+        return await self.run(self.core.record_timing, timing)
+
+    async def timing(self, job_id: int) -> Timing | None:
+        return await self.run(self.core.timing, job_id)
+
+    async def add_event(
+        self, job_id: int, kind: EventKind, data: Mapping[str, Any] | None = None
+    ) -> JobEvent:
+        return await self.run(self.core.add_event, job_id, kind, data)
+
+    async def events_since(
+        self, after_id: int = 0, *, job_id: int | None = None, limit: int = 1000
+    ) -> list[JobEvent]:
+        return await self.run(self.core.events_since, after_id, job_id=job_id, limit=limit)
+
+    async def last_event_id(self) -> int:
+        return await self.run(self.core.last_event_id)
+
+    async def user(self, platform: str, user_id: str) -> UserRecord:
+        return await self.run(self.core.user, platform, user_id)
+
+    async def set_banned(self, platform: str, user_id: str, banned: bool, reason: str = "") -> None:
+        """Ban or unban; a ban also cancels the user's waiting jobs."""
+        return await self.run(self.core.set_banned, platform, user_id, banned, reason)
+
+    async def set_overrides(
+        self, platform: str, user_id: str, overrides: Mapping[str, Any]
+    ) -> None:
+        return await self.run(self.core.set_overrides, platform, user_id, overrides)
+
+    async def paused(self) -> bool:
+        return await self.run(self.core.paused)
+
+    async def set_paused(self, paused: bool) -> None:
+        return await self.run(self.core.set_paused, paused)
+
+    async def set_message(
+        self,
+        job_id: int,
+        platform: str,
+        chat_id: str,
+        message_id: str,
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        return await self.run(self.core.set_message, job_id, platform, chat_id, message_id, state)
+
+    async def message(self, job_id: int, platform: str) -> ChatMessageRef | None:
+        return await self.run(self.core.message, job_id, platform)
+
+    async def update_message_state(
+        self, job_id: int, platform: str, state: Mapping[str, Any]
+    ) -> None:
+        return await self.run(self.core.update_message_state, job_id, platform, state)
+
+    async def expired_jobs(self, older_than: float) -> list[Job]:
+        """Finished jobs whose files may go: never a done job not yet delivered."""
+        return await self.run(self.core.expired_jobs, older_than)
+
+    async def mark_files_removed(self, job_id: int) -> None:
+        return await self.run(self.core.mark_files_removed, job_id)
+
+    async def referenced_inputs(self) -> set[str]:
+        return await self.run(self.core.referenced_inputs)

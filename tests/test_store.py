@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 
-from storage.db import transaction
 from storage.records import TRANSITIONS, EventKind, JobParams, JobStatus, Timing
 from storage.store import IllegalTransition, JobLost, JobStore, QueueLimits, QueueRefused
 from tests.conftest import ManualClock, add_job
@@ -38,13 +37,17 @@ async def test_every_transition_is_checked(store: JobStore, source, target) -> N
     job_id = await job_in(store, source)
     assert (await store.get(job_id)).status is source
     legal = target in TRANSITIONS[source]
-    async with transaction(store.conn):
-        if legal:
-            job = await store._transition(job_id, target)
-            assert job.status is target
-        else:
-            with pytest.raises(IllegalTransition):
-                await store._transition(job_id, target)
+
+    def change() -> object:
+        with store.core._tx():
+            return store.core._transition(job_id, target)
+
+    if legal:
+        job = await store.run(change)
+        assert job.status is target
+    else:
+        with pytest.raises(IllegalTransition):
+            await store.run(change)
     if not legal:
         assert (await store.get(job_id)).status is source  # nothing changed
 
@@ -215,10 +218,10 @@ async def test_positions_and_estimates_follow_timings(store: JobStore, clock) ->
     positions = await store.positions()
     # 5 s at 30 fps is 4 sections of 25 steps: 50 s at 0.5 s a step
     assert positions[ids[2]].estimated_duration == pytest.approx(50.0)
-    # a's second job is now a's first waiting one and was queued before b's: it runs next
-    assert positions[ids[1]].position == 1
-    assert positions[ids[1]].estimated_start == pytest.approx(50.0)  # after the running one
-    assert positions[ids[2]].estimated_start == pytest.approx(100.0)
+    # a was just served, so b's job (rank 1 like a's second) runs first: round robin
+    assert positions[ids[2]].position == 1
+    assert positions[ids[2]].estimated_start == pytest.approx(50.0)  # after the running one
+    assert positions[ids[1]].estimated_start == pytest.approx(100.0)
     assert await store.position(ids[0]) is None  # running: no position
 
 
