@@ -1,0 +1,135 @@
+"""The bot process: the enabled chat adapters, the job tracker and housekeeping
+on one asyncio loop and one database connection. No torch here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.service import BotService
+from bot.tracker import JobNotifier, JobTracker
+from storage.config import Settings
+from storage.files import DataDir, remove_expired_files
+from storage.store import JobStore, QueueLimits
+
+log = logging.getLogger("framepack_bot.bot")
+
+CHECKPOINT_INTERVAL = 30.0  # seconds between two folds of the WAL
+RETENTION_INTERVAL = 3600.0
+
+
+class NoAdapterEnabled(RuntimeError):
+    pass
+
+
+class ChatAdapter(JobNotifier, Protocol):
+    async def start(self) -> None:
+        """Connect and serve commands (returns once serving)."""
+
+    async def stop(self) -> None:
+        """Disconnect; pending edits may be dropped, deliveries are retried on restart."""
+
+
+AdapterFactory = Callable[[BotService, Callable[[], None]], ChatAdapter]
+
+
+def enabled_adapters(settings: Settings) -> dict[str, AdapterFactory]:
+    """The adapter factories the config enables (imported only when enabled)."""
+    factories: dict[str, AdapterFactory] = {}
+    if settings.telegram.enabled:
+        from bot.telegram_adapter import create_telegram_adapter
+
+        factories["telegram"] = create_telegram_adapter
+    if settings.discord.enabled:
+        from bot.discord_adapter import create_discord_adapter
+
+        factories["discord"] = create_discord_adapter
+    return factories
+
+
+def check_can_run(settings: Settings) -> None:
+    """Refuse to start without an adapter, or without the token of one."""
+    if not settings.telegram.enabled and not settings.discord.enabled:
+        where = settings.source or "config.toml"
+        raise NoAdapterEnabled(
+            f"No chat platform is enabled. In {where} set `enabled = true` under [telegram] "
+            "and/or [discord], and put the bot token in the environment variable named by "
+            "token_env (see README: Set up)."
+        )
+    for name, section in (("telegram", settings.telegram), ("discord", settings.discord)):
+        if section.enabled and not section.token:
+            raise NoAdapterEnabled(
+                f"[{name}] is enabled but its token is missing: set the environment variable "
+                f"{section.token_env}"
+                + (f" or the file {section.token_file}" if section.token_file else "")
+                + "."
+            )
+
+
+async def _housekeeping(store: JobStore, settings: Settings, stop: asyncio.Event) -> None:
+    data = DataDir(settings.storage.data_dir)
+    loop = asyncio.get_running_loop()
+    next_retention = loop.time()
+    while not stop.is_set():
+        try:
+            await store.checkpoint()
+            if settings.storage.retention_days > 0 and loop.time() >= next_retention:
+                removed = await remove_expired_files(
+                    store, data, settings.storage.retention_days * 86400
+                )
+                if removed:
+                    log.info("retention: removed the files of %d old jobs", removed)
+                next_retention = loop.time() + RETENTION_INTERVAL
+        except Exception:
+            log.exception("housekeeping failed; trying again later")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CHECKPOINT_INTERVAL)
+
+
+async def run_bots(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    factories: dict[str, AdapterFactory] | None = None,
+    poll_interval: float | None = None,
+) -> None:
+    """Serve every enabled platform until `stop` is set."""
+    if factories is None:
+        check_can_run(settings)
+        factories = enabled_adapters(settings)
+    data = DataDir(settings.storage.data_dir)
+    data.ensure()
+    store = await JobStore.open(data.database, QueueLimits.from_settings(settings.queue))
+    service = BotService(store, settings)
+    adapters: dict[str, ChatAdapter] = {}
+    tracker: JobTracker | None = None
+
+    def wake() -> None:
+        if tracker is not None:
+            tracker.wake()
+
+    try:
+        for name, factory in factories.items():
+            adapters[name] = factory(service, wake)
+        extra = {} if poll_interval is None else {"poll_interval": poll_interval}
+        tracker = JobTracker(store, adapters, tiny=service.tiny, **extra)
+        for name, adapter in adapters.items():
+            await adapter.start()
+            log.info("%s: connected", name)
+        tasks = [
+            asyncio.create_task(tracker.run(stop), name="tracker"),
+            asyncio.create_task(_housekeeping(store, settings, stop), name="housekeeping"),
+        ]
+        await stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for name, adapter in adapters.items():
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("%s: error while disconnecting", name)
+        await store.close()

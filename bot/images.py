@@ -1,0 +1,90 @@
+"""Checking a picture a user sent, and storing it for the worker.
+
+Pillow only: the bot process never imports torch. A picture that is not an
+image, is corrupt, too large in bytes or pixels (a decompression bomb), or
+animated is refused with a `UserError` that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot.requests import UserError
+from storage.files import DataDir, write_atomic
+
+MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    png: bytes  # re-encoded: upright (EXIF orientation applied), RGB, no metadata
+    width: int
+    height: int
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.0f} MB" if n >= 1_000_000 else f"{n / 1000:.0f} kB"
+
+
+def check_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, what: str = "picture"
+) -> CheckedImage:
+    """Validate `data` and return it as a clean PNG, or raise `UserError`."""
+    if len(data) > max_bytes:
+        raise UserError(
+            f"The {what} is {_mb(len(data))}; the most is {_mb(max_bytes)}. "
+            "Send a smaller one (a screenshot or a JPEG works)."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+                if width * height > max_pixels:
+                    raise UserError(
+                        f"The {what} is {width}×{height} pixels; the most is "
+                        f"{max_pixels / 1e6:.0f} megapixels. Please send a smaller one."
+                    )
+                if getattr(probe, "is_animated", False) and getattr(probe, "n_frames", 1) > 1:
+                    raise UserError(
+                        f"The {what} is animated. Send a still picture (PNG, JPEG or WebP)."
+                    )
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = img.convert("RGB")
+    except UserError:
+        raise
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise UserError(
+                f"That is not a picture I can read. Send a PNG, JPEG or WebP {what}."
+            ) from None
+        raise UserError(f"The {what} has too many pixels. Please send a smaller one.") from None
+    except (OSError, SyntaxError, ValueError):
+        raise UserError(
+            f"The {what} is damaged and cannot be read. Please send it again or try another."
+        ) from None
+    if min(rgb.size) < MIN_SIDE:
+        raise UserError(
+            f"The {what} is only {rgb.width}×{rgb.height} pixels; send one at least "
+            f"{MIN_SIDE} pixels on each side."
+        )
+    out = io.BytesIO()
+    rgb.save(out, format="PNG")
+    return CheckedImage(png=out.getvalue(), width=rgb.width, height=rgb.height)
+
+
+def save_input(image: CheckedImage, data: DataDir) -> Path:
+    """Store a checked picture in the data dir (before the job that uses it is queued)."""
+    return write_atomic(data.new_input_path(".png"), image.png)

@@ -1,0 +1,252 @@
+"""What a job's message shows, the same on every platform.
+
+`JobProgress` folds a job's events into its latest state; `render` turns a job,
+its progress and its queue position into a `JobView` (a headline, detail lines,
+the media the message should hold now, and the buttons). Each adapter only
+formats a view for its platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from storage.records import EventKind, Job, JobEvent, JobStatus, QueuePosition
+from storage.store import format_duration
+
+BAR_WIDTH = 12
+TINY_NOTE = "Test model: the video is random noise, not your picture animated."
+
+Action = Literal["cancel", "reroll", "delete"]
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Media:
+    kind: Literal["photo", "video"]
+    path: str
+
+
+@dataclass
+class JobProgress:
+    """The latest of each kind of event of one job."""
+
+    sections: int = 0
+    steps: int = 0
+    first_section: int = 0
+    section: int = 0  # 0-based section being rendered
+    step: int = 0
+    preview: str | None = None
+    partial_video: str | None = None
+    partial_frames: int = 0
+    sections_done: int = 0
+    attempt: int = 0
+    requeued: bool = False
+    last_event_id: int = 0
+    done: dict = field(default_factory=dict)
+
+    def apply(self, event: JobEvent) -> None:
+        data = event.data
+        self.last_event_id = max(self.last_event_id, event.id)
+        if event.kind is EventKind.STARTED:
+            self.sections = int(data.get("sections", 0))
+            self.steps = int(data.get("steps", 0))
+            self.first_section = int(data.get("first_section", 0))
+            self.sections_done = max(self.sections_done, self.first_section)
+            self.attempt = int(data.get("attempt", 1))
+            self.requeued = False
+        elif event.kind is EventKind.STEP:
+            self.section = int(data.get("section", 0))
+            self.step = int(data.get("step", 0))
+            self.steps = int(data.get("steps", self.steps))
+            self.sections = int(data.get("sections", self.sections))
+            self.preview = data.get("preview") or self.preview
+        elif event.kind is EventKind.SECTION:
+            self.sections_done = int(data.get("section", 0)) + 1
+            self.sections = int(data.get("sections", self.sections))
+            self.partial_video = data.get("video") or self.partial_video
+            self.partial_frames = int(data.get("frames", 0))
+            self.step = 0
+        elif event.kind is EventKind.REQUEUED:
+            self.requeued = True
+        elif event.kind is EventKind.DONE:
+            self.done = dict(data)
+
+    @property
+    def fraction(self) -> float:
+        """Share of all steps done (sections finished count whole)."""
+        if not self.sections or not self.steps:
+            return 0.0
+        done_steps = self.sections_done * self.steps
+        if self.section >= self.sections_done:
+            done_steps += self.step
+        return min(1.0, done_steps / (self.sections * self.steps))
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: int
+    status: JobStatus
+    headline: str  # one line, with the state
+    prompt: str
+    details: tuple[str, ...]  # facts: progress, seed, timings, notes
+    media: Media | None  # what the message should hold now
+    buttons: tuple[Button, ...]
+    final: bool  # done, failed or cancelled: this is the last view
+
+    def text(self, limit: int | None = None, *, prompt_prefix: str = "🎬 ") -> str:
+        """Plain text within `limit` characters: the prompt is cut, never the facts."""
+        facts = "\n".join(self.details)
+        head = self.headline
+        fixed = len(head) + len(facts) + 4 + len(prompt_prefix)
+        prompt = self.prompt
+        if limit is not None and fixed + len(prompt) > limit:
+            room = max(0, limit - fixed - 1)
+            prompt = prompt[:room].rstrip() + "…" if room > 0 else ""
+        parts = [head]
+        if prompt:
+            parts.append(f"{prompt_prefix}{prompt}")
+        if facts:
+            parts.append(facts)
+        text = "\n".join(parts)
+        if limit is not None and len(text) > limit:  # facts alone too long: last resort
+            text = text[: limit - 1] + "…"
+        return text
+
+    def signature(self) -> tuple:
+        """Equal for two views that would render the same message (skip the edit)."""
+        return (self.headline, self.prompt, self.details, self.media, self.buttons)
+
+    def with_details(self, *extra: str) -> JobView:
+        return replace(self, details=(*self.details, *extra))
+
+
+def format_eta(seconds: float) -> str:
+    """A wait as people say it, coarse enough that it does not change every second
+    (each change is an edit of every queued job's message)."""
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(round(seconds / 600) * 10, 60)
+    return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def _facts(job: Job) -> str:
+    p = job.params
+    return f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+
+
+def render(
+    job: Job,
+    progress: JobProgress | None = None,
+    position: QueuePosition | None = None,
+    *,
+    tiny: bool = False,
+    paused: bool = False,
+) -> JobView:
+    """The view of `job` now."""
+    progress = progress or JobProgress()
+    notes = (TINY_NOTE,) if tiny else ()
+    input_media = Media("photo", job.input_path)
+    cancel = (Button("✖ Cancel", "cancel"),)
+    if job.status is JobStatus.QUEUED:
+        if position is not None:
+            head = f"⏳ Queued · position {position.position}"
+            if position.estimated_start >= 1:
+                head += f" · starts in about {format_eta(position.estimated_start)}"
+        else:
+            head = "⏳ Queued"
+        details = [_facts(job)]
+        if progress.requeued or job.attempts:
+            details.append("The renderer restarted; this job resumes where it stopped.")
+        if paused:
+            details.append("The queue is paused by an admin.")
+        return JobView(
+            job.id,
+            job.status,
+            head,
+            job.params.prompt,
+            (*details, *notes),
+            input_media,
+            cancel,
+            False,
+        )
+    if job.status is JobStatus.RUNNING:
+        if job.cancel_requested:
+            head = "✖ Cancelling…"
+        elif not progress.sections:
+            head = "🎞 Starting the renderer…"
+        else:
+            head = f"🎞 Rendering {progress_bar(progress.fraction)} {progress.fraction:.0%}"
+        details = [_facts(job)]
+        if progress.sections:
+            details.insert(
+                0,
+                f"section {min(progress.section + 1, progress.sections)}/"
+                f"{progress.sections} · step {progress.step}/{progress.steps}",
+            )
+        media = input_media
+        if progress.partial_video:
+            media = Media("video", progress.partial_video)
+        elif progress.preview:
+            media = Media("photo", progress.preview)
+        buttons = () if job.cancel_requested else cancel
+        return JobView(
+            job.id, job.status, head, job.params.prompt, (*details, *notes), media, buttons, False
+        )
+    if job.status is JobStatus.DONE:
+        done = progress.done
+        details = [_facts(job)]
+        render_s = done.get("render_seconds")
+        waited = (job.started_at or job.queued_at) - job.queued_at
+        timing = []
+        if isinstance(render_s, int | float):
+            timing.append(f"rendered in {format_duration(render_s)}")
+        if waited >= 1:
+            timing.append(f"waited {format_duration(waited)}")
+        if timing:
+            details.append(" · ".join(timing))
+        video = job.delivery_path or job.result_path
+        return JobView(
+            job.id,
+            job.status,
+            "✅ Done",
+            job.params.prompt,
+            (*details, *notes),
+            Media("video", video) if video else None,
+            (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
+            True,
+        )
+    if job.status is JobStatus.FAILED:
+        return JobView(
+            job.id,
+            job.status,
+            "⚠️ Failed",
+            job.params.prompt,
+            (job.error or "The renderer failed.", _facts(job)),
+            input_media,
+            (Button("🔁 Try again", "reroll"),),
+            True,
+        )
+    return JobView(
+        job.id,
+        job.status,
+        "✖ Cancelled",
+        job.params.prompt,
+        (_facts(job),),
+        input_media,
+        (Button("🎲 Re-roll", "reroll"),),
+        True,
+    )

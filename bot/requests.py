@@ -1,0 +1,160 @@
+"""`/animate` requests, the same on every platform: parsing the text form and
+validating the options into `JobParams`.
+
+Every refusal is a `UserError` whose message says what is wrong and how to fix
+it; nothing is queued for it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import shlex
+from dataclasses import dataclass
+
+from storage.config import GenerationSettings
+from storage.records import JobParams
+
+MODELS = ("framepack", "f1")
+SEED_MAX = 2**31 - 1
+OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model")
+USAGE = (
+    "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
+)
+
+
+class UserError(Exception):
+    """Bad input; `message` is shown to the user as is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AnimateOptions:
+    """What the user typed, before validation (None: the configured default)."""
+
+    prompt: str
+    seconds: float | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    model: str | None = None
+
+
+_COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]+)(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+|$)")
+
+
+def split_command(text: str) -> tuple[str, str | None, str] | None:
+    """`/animate@bot rest` → ("animate", "bot", "rest"); None when it is no command."""
+    match = _COMMAND.match(text.strip())
+    if match is None:
+        return None
+    return match["name"].lower(), match["bot"], text.strip()[match.end() :]
+
+
+def parse_animate_text(rest: str) -> AnimateOptions:
+    """Parse `<prompt> [--name value | --name=value …]` (options anywhere after the prompt)."""
+    try:
+        tokens = shlex.split(rest, posix=True)
+    except ValueError:
+        tokens = rest.split()  # an unmatched quote in a prompt is not worth refusing
+    prompt_words: list[str] = []
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            name = name.lower().replace("-", "_")
+            if name not in OPTION_NAMES:
+                raise UserError(
+                    f"Unknown option --{name}. The options are "
+                    + ", ".join(f"--{n}" for n in OPTION_NAMES)
+                    + f".\nUsage: {USAGE}"
+                )
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise UserError(f"--{name} needs a value, e.g. --{name} {_example(name)}.")
+                i += 1
+                value = tokens[i]
+            values[name] = value
+        else:
+            prompt_words.append(token)
+        i += 1
+    return AnimateOptions(
+        prompt=" ".join(prompt_words),
+        seconds=_number(values, "seconds", float),
+        seed=_number(values, "seed", int),
+        steps=_number(values, "steps", int),
+        guidance=_number(values, "guidance", float),
+        model=values.get("model"),
+    )
+
+
+def _example(name: str) -> str:
+    return {"seconds": "5", "seed": "42", "steps": "25", "guidance": "10", "model": "f1"}[name]
+
+
+def _number(values: dict[str, str], name: str, kind: type) -> float | int | None:
+    if name not in values:
+        return None
+    text = values[name]
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise UserError(
+            f"--{name} must be {what}, not {text!r}; e.g. --{name} {_example(name)}."
+        ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"--{name} must be a finite number, e.g. --{name} {_example(name)}.")
+    return value
+
+
+def build_params(
+    options: AnimateOptions,
+    settings: GenerationSettings,
+    *,
+    has_end_image: bool = False,
+    rng: random.Random | None = None,
+) -> JobParams:
+    """Check every option against the configured bounds; fill the defaults."""
+    prompt = " ".join(options.prompt.split())
+    if not prompt:
+        raise UserError(f"Say what should happen in the picture.\nUsage: {USAGE}")
+    if len(prompt) > settings.max_prompt_chars:
+        raise UserError(
+            f"The prompt is {len(prompt)} characters long; the most is "
+            f"{settings.max_prompt_chars}. Please shorten it."
+        )
+    seconds = settings.seconds if options.seconds is None else float(options.seconds)
+    if not 0.5 <= seconds <= settings.max_seconds:
+        raise UserError(
+            f"--seconds must be between 0.5 and {settings.max_seconds:g}, not {seconds:g}."
+        )
+    steps = settings.steps if options.steps is None else int(options.steps)
+    if not 1 <= steps <= settings.max_steps:
+        raise UserError(f"--steps must be between 1 and {settings.max_steps}, not {steps}.")
+    guidance = settings.guidance if options.guidance is None else float(options.guidance)
+    if not 1.0 <= guidance <= 32.0:
+        raise UserError(f"--guidance must be between 1 and 32, not {guidance:g}.")
+    model = (options.model or "framepack").lower()
+    if model not in MODELS:
+        raise UserError(f"--model must be framepack or f1, not {options.model!r}.")
+    if has_end_image and model != "framepack":
+        raise UserError("An end image works with --model framepack only (F1 renders forwards).")
+    seed = options.seed
+    if seed is None:
+        seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"--seed must be between 0 and {SEED_MAX}, not {seed}.")
+    return JobParams(
+        prompt=prompt, seconds=seconds, seed=seed, steps=steps, guidance=guidance, model=model
+    )
+
+
+def new_seed(rng: random.Random | None = None) -> int:
+    return (rng or random.SystemRandom()).randint(0, SEED_MAX)

@@ -1,0 +1,286 @@
+"""The platform-neutral service behind every chat command.
+
+Adapters translate their platform's updates into calls here and render what
+comes back; nothing in this module knows Telegram or Discord.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.images import check_image, save_input
+from bot.requests import USAGE, AnimateOptions, UserError, build_params, new_seed
+from storage.config import Settings
+from storage.files import DataDir
+from storage.records import Job, JobStatus
+from storage.store import IllegalTransition, JobStore, QueueRefused, format_duration
+
+log = logging.getLogger("framepack_bot.bot")
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, where, with which rights (the adapter decides `is_admin`)."""
+
+    platform: str
+    user_id: str
+    name: str
+    chat_id: str
+    is_admin: bool = False
+
+
+def help_text(settings: Settings, platform: str) -> str:
+    gen = settings.generation
+    how = (
+        "Send a picture with the caption /animate <prompt>, or reply /animate <prompt> to a "
+        "message with a picture."
+        if platform == "telegram"
+        else "Use /animate with an image attachment and a prompt."
+    )
+    lines = [
+        "🎞 I animate pictures with FramePack.",
+        how,
+        "",
+        f"Usage: {USAGE}",
+        f"  --seconds  video length, 0.5 to {gen.max_seconds:g} (default {gen.seconds:g})",
+        "  --seed     a number, to get the same video again (default: random)",
+        f"  --steps    1 to {gen.max_steps} (default {gen.steps}); more is slower and finer",
+        f"  --guidance 1 to 32 (default {gen.guidance:g})",
+        "  --model    framepack (default) or f1",
+        "Per-section prompts: [0s: a man walks] [3s: he turns around]",
+        "",
+        "/queue — what is waiting · /status — your jobs · /cancel [job] — stop one",
+    ]
+    if settings.model.preset == "tiny":
+        lines.append("Note: this bot runs the test model; its videos are random noise.")
+    return "\n".join(lines)
+
+
+ADMIN_HELP = (
+    "Admin: /pause · /resume · /cancel <job> (any job) · /ban <user id> [reason] · /unban <user id>"
+)
+
+
+class BotService:
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.data = DataDir(settings.storage.data_dir)
+
+    @property
+    def tiny(self) -> bool:
+        return self.settings.model.preset == "tiny"
+
+    async def animate(
+        self,
+        who: Requester,
+        image: bytes,
+        options: AnimateOptions,
+        *,
+        end_image: bytes | None = None,
+        upload_limit: int | None = None,
+        origin: dict[str, Any] | None = None,
+    ) -> Job:
+        """Validate and queue one `/animate`; raise `UserError` with the reason."""
+        gen = self.settings.generation
+        params = build_params(options, gen, has_end_image=end_image is not None)
+        checked = check_image(image, max_bytes=gen.max_image_bytes, max_pixels=gen.max_image_pixels)
+        checked_end = (
+            check_image(
+                end_image,
+                max_bytes=gen.max_image_bytes,
+                max_pixels=gen.max_image_pixels,
+                what="end image",
+            )
+            if end_image is not None
+            else None
+        )
+        await self._check_not_banned(who)
+        input_path = save_input(checked, self.data)
+        end_path = save_input(checked_end, self.data) if checked_end is not None else None
+        try:
+            job = await self.store.enqueue(
+                platform=who.platform,
+                user_id=who.user_id,
+                user_name=who.name,
+                chat_id=who.chat_id,
+                params=params,
+                input_path=str(input_path),
+                end_image_path=str(end_path) if end_path else None,
+                upload_limit=upload_limit,
+                origin=origin,
+                exempt=who.is_admin,
+            )
+        except QueueRefused as refused:
+            input_path.unlink(missing_ok=True)
+            if end_path:
+                end_path.unlink(missing_ok=True)
+            log.info("refused %s:%s: %s", who.platform, who.user_id, refused.reason)
+            raise UserError(refused.message) from None
+        log.info(
+            "job %d queued by %s:%s (%gs, %d steps, %s)",
+            job.id,
+            who.platform,
+            who.user_id,
+            params.seconds,
+            params.steps,
+            params.model,
+        )
+        return job
+
+    async def _check_not_banned(self, who: Requester) -> None:
+        user = await self.store.user(who.platform, who.user_id)
+        if user.banned:
+            raise UserError("You are not allowed to queue jobs here.")
+
+    async def reroll(
+        self,
+        who: Requester,
+        job_id: int,
+        *,
+        origin: dict[str, Any] | None = None,
+        upload_limit: int | None = None,
+    ) -> Job:
+        """Queue the same picture and prompt again with a new seed."""
+        old = await self.owned_job(who, job_id)
+        if not Path(old.input_path).exists():
+            raise UserError(
+                "The picture of that job is gone (old files are removed). Please send it again."
+            )
+        params = dataclasses.replace(old.params, seed=new_seed())
+        try:
+            job = await self.store.enqueue(
+                platform=who.platform,
+                user_id=who.user_id,
+                user_name=who.name,
+                chat_id=who.chat_id,
+                params=params,
+                input_path=old.input_path,
+                end_image_path=old.end_image_path,
+                upload_limit=upload_limit if upload_limit is not None else old.upload_limit,
+                origin={**(origin or {}), "reroll_of": old.id},
+                exempt=who.is_admin,
+            )
+        except QueueRefused as refused:
+            raise UserError(refused.message) from None
+        log.info(
+            "job %d queued by %s:%s (re-roll of %d)", job.id, who.platform, who.user_id, old.id
+        )
+        return job
+
+    async def owned_job(self, who: Requester, job_id: int) -> Job:
+        """The job, if `who` may act on it (its owner, or an admin)."""
+        job = await self.store.find(job_id)
+        if job is None or (job.platform != who.platform and not who.is_admin):
+            raise UserError(f"There is no job #{job_id}.")
+        if (job.user_id != who.user_id or job.platform != who.platform) and not who.is_admin:
+            raise UserError("Only the person who asked for that video (or an admin) can do that.")
+        return job
+
+    async def cancel(self, who: Requester, job_id: int | None = None) -> str:
+        """Cancel a job (default: the requester's latest unfinished one)."""
+        if job_id is None:
+            mine = await self.store.jobs_of(
+                who.platform, who.user_id, [JobStatus.QUEUED, JobStatus.RUNNING], limit=1
+            )
+            if not mine:
+                return "You have no job waiting or rendering."
+            job = mine[0]
+        else:
+            job = await self.owned_job(who, job_id)
+        try:
+            job = await self.store.cancel(job.id)
+        except IllegalTransition:
+            return f"Job #{job.id} has already {job.status.value}."
+        log.info("job %d cancel asked by %s:%s", job.id, who.platform, who.user_id)
+        if job.status is JobStatus.CANCELLED:
+            return f"Job #{job.id} is cancelled."
+        return f"Job #{job.id} is stopping; it ends at the next step."
+
+    async def queue_text(self, who: Requester) -> str:
+        running = await self.store.running()
+        positions = await self.store.positions()
+        waiting = await self.store.waiting()
+        paused = await self.store.paused()
+        lines = []
+        if paused:
+            lines.append("⏸ The queue is paused by an admin.")
+        if not running and not waiting:
+            lines.append("The queue is empty: a new job starts at once.")
+            return "\n".join(lines)
+        for job in running:
+            mark = " (you)" if self._is_mine(who, job) else ""
+            lines.append(f"🎞 #{job.id} rendering{mark}")
+        for job in waiting[:15]:
+            pos = positions[job.id]
+            mark = " (you)" if self._is_mine(who, job) else ""
+            lines.append(
+                f"{pos.position}. #{job.id}{mark} · starts in about "
+                f"{format_duration(pos.estimated_start)}"
+            )
+        if len(waiting) > 15:
+            lines.append(f"… and {len(waiting) - 15} more")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _is_mine(who: Requester, job: Job) -> bool:
+        return job.platform == who.platform and job.user_id == who.user_id
+
+    async def status_text(self, who: Requester) -> str:
+        jobs = await self.store.jobs_of(who.platform, who.user_id, limit=5)
+        if not jobs:
+            return "You have no jobs yet. " + USAGE
+        positions = await self.store.positions()
+        lines = []
+        for job in jobs:
+            state = job.status.value
+            if job.id in positions:
+                pos = positions[job.id]
+                state = (
+                    f"queued, position {pos.position}, starts in about "
+                    f"{format_duration(pos.estimated_start)}"
+                )
+            prompt = (
+                job.params.prompt
+                if len(job.params.prompt) <= 40
+                else (job.params.prompt[:39] + "…")
+            )
+            lines.append(f"#{job.id} {state} — {prompt}")
+        return "\n".join(lines)
+
+    # ---- admin -------------------------------------------------------------
+
+    def _admin(self, who: Requester) -> None:
+        if not who.is_admin:
+            raise UserError("That command is for the bot's admins.")
+
+    async def pause(self, who: Requester) -> str:
+        self._admin(who)
+        await self.store.set_paused(True)
+        log.info("queue paused by %s:%s", who.platform, who.user_id)
+        return "⏸ Queue paused: running jobs finish, no new job starts. /resume to go on."
+
+    async def resume(self, who: Requester) -> str:
+        self._admin(who)
+        await self.store.set_paused(False)
+        log.info("queue resumed by %s:%s", who.platform, who.user_id)
+        return "▶️ Queue resumed."
+
+    async def ban(self, who: Requester, user_id: str, reason: str = "") -> str:
+        self._admin(who)
+        if not user_id.strip():
+            raise UserError("Usage: /ban <user id> [reason]")
+        await self.store.set_banned(who.platform, user_id.strip(), True, reason.strip())
+        log.info("user %s:%s banned by %s", who.platform, user_id, who.user_id)
+        return f"User {user_id} is banned; their waiting jobs are cancelled."
+
+    async def unban(self, who: Requester, user_id: str) -> str:
+        self._admin(who)
+        if not user_id.strip():
+            raise UserError("Usage: /unban <user id>")
+        await self.store.set_banned(who.platform, user_id.strip(), False)
+        return f"User {user_id} may queue jobs again."
