@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import shlex
 from dataclasses import dataclass
 
 from storage.config import GenerationSettings
@@ -57,10 +56,8 @@ def split_command(text: str) -> tuple[str, str | None, str] | None:
 
 def parse_animate_text(rest: str) -> AnimateOptions:
     """Parse `<prompt> [--name value | --name=value …]` (options anywhere after the prompt)."""
-    try:
-        tokens = shlex.split(rest, posix=True)
-    except ValueError:
-        tokens = rest.split()  # an unmatched quote in a prompt is not worth refusing
+    # Whitespace only, no shell quoting: apostrophes and quotes are part of prompts.
+    tokens = rest.split()
     prompt_words: list[str] = []
     values: dict[str, str] = {}
     i = 0
