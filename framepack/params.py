@@ -55,7 +55,7 @@ class GenerationParams:
 
 def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) -> None:
     """Every check of a job's settings, so that a bad job fails before any model runs."""
-    from framepack.presets import sampler_allowed
+    from framepack.presets import allowed_samplers
     from framepack.prompts import parse_prompt
     from framepack.schedulers import SCHEDULERS
 
@@ -76,9 +76,11 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
         raise ValueError(
             f"scheduler must be one of {', '.join(SCHEDULERS)}, not {params.scheduler!r}"
         )
-    if not sampler_allowed(preset, params.sampler):
+    allowed = allowed_samplers(preset)
+    if params.sampler in SAMPLERS and params.sampler not in allowed:
         raise ValueError(
-            f"the {preset} model was trained for the other sampler than {params.sampler!r}"
+            f"the {preset} model renders with the {' or '.join(allowed)} sampler, "
+            f"not {params.sampler!r}"
         )
     if params.resolution < 64:
         raise ValueError(f"resolution must be at least 64, not {params.resolution}")

@@ -64,7 +64,9 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def sampler_allowed(preset: str, sampler: str) -> bool:
-    """Whether `preset`'s weights were trained for `sampler` (unknown presets allow any)."""
+def allowed_samplers(preset: str) -> tuple[str, ...]:
+    """The samplers `preset`'s weights were trained for (any for an unknown preset)."""
+    from framepack.params import SAMPLERS
+
     known = PRESETS.get(preset)
-    return known is None or sampler in known.samplers
+    return SAMPLERS if known is None else known.samplers

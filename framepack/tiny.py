@@ -183,7 +183,9 @@ def build_tiny_components(
         )
     models_ = (text_encoder, text_encoder_2, image_encoder, vae, transformer)
     for model in models_:
-        model.to(dtype=dtype).eval().requires_grad_(False)
+        if dtype != torch.float32:  # built in float32; diffusers warns about a needless cast
+            model.to(dtype=dtype)
+        model.eval().requires_grad_(False)
     return Components(
         transformer=transformer,
         vae=vae,
