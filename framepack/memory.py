@@ -46,7 +46,10 @@ def resolve_device(spec: torch.device | str) -> torch.device:
         return spec
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r}: no CUDA GPU is visible to PyTorch")
     if device.type not in ("cpu", "cuda"):
