@@ -1,0 +1,252 @@
+"""`framepack-bot doctor`: what is missing to run the bot, and how to fix it.
+
+Each check prints one line: ✓ fine, ! worth knowing, ✗ the bot cannot run
+(then the exit status is 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.config import ConfigError, Settings, load_settings
+
+MIN_VRAM_GB = 6.0
+WEIGHTS_GB = 40.0
+CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warn | fail
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = {"ok": "✓", "warn": "!", "fail": "✗"}[self.level]
+        return f"{mark} {self.what}" + (f"\n    fix: {self.fix}" if self.fix else "")
+
+
+def check_python() -> Finding:
+    v = sys.version_info
+    if v < (3, 11):
+        return Finding("fail", f"Python {v.major}.{v.minor}", "install Python 3.11 or newer")
+    return Finding("ok", f"Python {v.major}.{v.minor}.{v.micro}")
+
+
+def check_gpu(settings: Settings) -> list[Finding]:
+    needs_gpu = settings.model.preset != "tiny"
+    if importlib.util.find_spec("torch") is None:
+        return [
+            Finding("fail", "PyTorch is not installed", "pip install torch (see README: Set up)")
+        ]
+    import torch
+
+    findings = [Finding("ok", f"PyTorch {torch.__version__}")]
+    if settings.model.device == "cpu" or not torch.cuda.is_available():
+        level = "fail" if needs_gpu else "ok"
+        fix = (
+            "install an NVIDIA driver and a CUDA build of PyTorch, or set [model] preset = "
+            '"tiny" to try the chat flow without a GPU (its videos are noise)'
+            if needs_gpu
+            else ""
+        )
+        what = "no CUDA GPU" + ("" if needs_gpu else " (fine: the tiny preset runs on the CPU)")
+        return [*findings, Finding(level, what, fix)]
+    index = torch.cuda.current_device()
+    free, total = torch.cuda.mem_get_info(index)
+    name = torch.cuda.get_device_name(index)
+    findings.append(
+        Finding("ok", f"GPU {name}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    )
+    if needs_gpu and total / 2**30 < MIN_VRAM_GB:
+        findings.append(
+            Finding(
+                "fail",
+                f"{total / 2**30:.1f} GiB of VRAM; FramePack needs {MIN_VRAM_GB:g} GiB",
+                "use a GPU with more memory",
+            )
+        )
+    elif needs_gpu and free / 2**30 < MIN_VRAM_GB:
+        findings.append(
+            Finding(
+                "warn",
+                "other programs use the GPU's memory",
+                'close them, or set [model] memory = "low"',
+            )
+        )
+    return findings
+
+
+def check_ffmpeg() -> Finding:
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        out = subprocess.run(
+            [exe, "-hide_banner", "-version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        return Finding("ok", f"ffmpeg: {out.split(chr(10))[0]}")
+    except Exception as exc:
+        return Finding(
+            "fail", f"ffmpeg does not run ({exc})", "pip install --force-reinstall imageio-ffmpeg"
+        )
+
+
+def check_storage(settings: Settings) -> list[Finding]:
+    root = settings.storage.data_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".doctor-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return [
+            Finding(
+                "fail",
+                f"data dir {root} is not writable ({exc.strerror})",
+                "create it and give this user write access, or set [storage] data_dir",
+            )
+        ]
+    findings = [Finding("ok", f"data dir {root}")]
+    from storage.db import SCHEMA_VERSION, SchemaTooNew, open_sync
+    from storage.files import DataDir
+
+    try:
+        conn = open_sync(DataDir(root).database)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        waiting = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+        conn.close()
+        findings.append(
+            Finding("ok", f"database schema {version}/{SCHEMA_VERSION}, {waiting} jobs waiting")
+        )
+    except SchemaTooNew as exc:
+        findings.append(Finding("fail", str(exc), "upgrade framepack-bot"))
+    except Exception as exc:
+        findings.append(
+            Finding(
+                "fail",
+                f"database cannot be opened ({exc})",
+                "move the damaged file away; the bot creates a new one",
+            )
+        )
+    free_gb = shutil.disk_usage(root).free / 1e9
+    if settings.model.preset != "tiny" and free_gb < WEIGHTS_GB + 10:
+        findings.append(
+            Finding(
+                "warn",
+                f"{free_gb:.0f} GB free on the data dir's disk",
+                f"the model weights take about {WEIGHTS_GB:.0f} GB on first run",
+            )
+        )
+    return findings
+
+
+def check_models(settings: Settings) -> list[Finding]:
+    if settings.model.preset == "tiny":
+        return [Finding("ok", "model: tiny preset (built in code, nothing to download)")]
+    from framepack.loading import parse_source
+    from framepack.presets import get_preset
+
+    sources = {**get_preset(settings.model.preset).sources, **settings.model.sources}
+    missing = []
+    for component, value in sources.items():
+        try:
+            source = parse_source(value, component)
+        except ValueError as exc:
+            return [Finding("fail", str(exc), "fix [model.sources] in the config")]
+        if Path(source.location).is_dir():
+            continue
+        if not _cached(source.location, source.subfolder, settings.model.cache_dir or None):
+            missing.append(str(source))
+    if missing:
+        return [
+            Finding(
+                "warn",
+                f"model files not downloaded yet: {', '.join(sorted(missing))}",
+                f"the worker downloads them on first start (about {WEIGHTS_GB:.0f} GB); "
+                "or run `framepack-bot animate` once to fetch them",
+            )
+        ]
+    return [Finding("ok", f"model files for preset {settings.model.preset} are cached")]
+
+
+def _cached(repo: str, subfolder: str | None, cache_dir: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in CONFIG_FILES:
+        filename = f"{subfolder}/{name}" if subfolder else name
+        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def check_tokens(settings: Settings) -> list[Finding]:
+    findings = []
+    for name, section in (("telegram", settings.telegram), ("discord", settings.discord)):
+        if not section.enabled:
+            continue
+        if section.token:
+            findings.append(Finding("ok", f"{name}: token set (from {section.token_env})"))
+        else:
+            findings.append(
+                Finding(
+                    "fail",
+                    f"{name}: enabled but no token",
+                    f"export {section.token_env}=<your bot token>",
+                )
+            )
+    if not findings:
+        findings.append(
+            Finding(
+                "fail",
+                "no chat platform is enabled",
+                "set enabled = true under [telegram] or [discord] in the config",
+            )
+        )
+    return findings
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    return [
+        check_python(),
+        *check_gpu(settings),
+        check_ffmpeg(),
+        *check_storage(settings),
+        *check_models(settings),
+        *check_tokens(settings),
+    ]
+
+
+def main(args: argparse.Namespace) -> int:
+    config = Path(args.config)
+    try:
+        settings = load_settings(config if config.exists() else None)
+    except ConfigError as exc:
+        print(f"✗ config: {exc}")
+        return 1
+    where = (
+        f"config {config}"
+        if config.exists()
+        else (f"no {config}: checking the defaults (cp config.example.toml {config})")
+    )
+    print(f"framepack-bot doctor — {where}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        print("! HF_HUB_OFFLINE=1: model files will not be downloaded")
+    findings = run_checks(settings)
+    for finding in findings:
+        print(finding.line())
+    failed = [f for f in findings if f.level == "fail"]
+    print("\nThe bot can run." if not failed else f"\n{len(failed)} problem(s) stop the bot.")
+    return 1 if failed else 0

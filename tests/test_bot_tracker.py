@@ -1,0 +1,190 @@
+"""Progress views and the tracker that keeps job messages up to date.
+
+The notifier here records what a platform would be asked to show; the store,
+the events and the tracker are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.progress import JobProgress, JobView, progress_bar, render
+from bot.throttle import RateLimiter
+from bot.tracker import JobTracker
+from storage.records import EventKind, Job, JobParams, JobStatus
+from storage.store import JobStore
+from tests.conftest import add_job
+
+
+class RecordingNotifier:
+    platform = "telegram"
+
+    def __init__(self, edit_interval: float = 0.3, fail_deliveries: int = 0) -> None:
+        self.edit_interval = edit_interval
+        self.shown: list[tuple[int, JobView]] = []
+        self.delivered: list[tuple[int, JobView]] = []
+        self.fail_deliveries = fail_deliveries
+        self.changed = asyncio.Event()
+
+    async def show(self, job: Job, view: JobView) -> None:
+        self.shown.append((job.id, view))
+        self.changed.set()
+
+    async def deliver(self, job: Job, view: JobView) -> None:
+        if self.fail_deliveries:
+            self.fail_deliveries -= 1
+            raise ConnectionError("platform down")
+        self.delivered.append((job.id, view))
+        self.changed.set()
+
+
+def test_caption_keeps_the_facts_and_cuts_the_prompt() -> None:
+    job = Job(
+        id=7,
+        platform="telegram",
+        user_id="1",
+        user_name="",
+        chat_id="1",
+        params=JobParams(prompt="a very long prompt " * 300, seed=1234),
+        input_path="/in.png",
+        end_image_path=None,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        worker_id=None,
+        queued_at=0,
+        started_at=None,
+        heartbeat_at=None,
+        finished_at=None,
+        cancel_requested=False,
+        upload_limit=None,
+        result_path=None,
+        delivery_path=None,
+        error=None,
+        delivered_at=None,
+    )
+    view = render(job, tiny=True)
+    text = view.text(1024)
+    assert len(text) <= 1024
+    assert "seed 1234" in text and "Queued" in text and "random noise" in text
+    assert "…" in text and text.count("a very long prompt") < 300
+
+
+def test_progress_fraction_and_bar() -> None:
+    progress = JobProgress(sections=4, steps=10, section=1, step=5, sections_done=1)
+    assert progress.fraction == pytest.approx(15 / 40)
+    assert progress_bar(0.5, 10) == "▰▰▰▰▰▱▱▱▱▱"
+
+
+async def test_rate_limiter_spaces_calls_and_honours_retry_after() -> None:
+    now = [0.0]
+    limiter = RateLimiter([(1, 1.0), (3, 10.0)], clock=lambda: now[0])
+    assert limiter.delay("c") == 0
+    await limiter.acquire("c")
+    assert limiter.delay("c") == pytest.approx(1.0)
+    now[0] = 1.0
+    await limiter.acquire("c")
+    now[0] = 2.0
+    await limiter.acquire("c")
+    now[0] = 3.0
+    assert limiter.delay("c") == pytest.approx(7.0)  # 3 in 10 s used
+    assert limiter.delay("other") == 0
+    limiter.penalize("other", 5)
+    assert limiter.delay("other") == pytest.approx(5.0)
+
+
+async def running_tracker(store: JobStore, notifier: RecordingNotifier):
+    stop = asyncio.Event()
+    tracker = JobTracker(store, {"telegram": notifier}, poll_interval=0.05)
+    task = asyncio.create_task(tracker.run(stop))
+    return tracker, stop, task
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    async def loop() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+async def test_edits_are_throttled_latest_view_wins_final_once(tmp_path: Path) -> None:
+    async with await JobStore.open(tmp_path / "db") as store:
+        notifier = RecordingNotifier(edit_interval=0.4)
+        job_id = await add_job(store, "ann")
+        tracker, stop, task = await running_tracker(store, notifier)
+        await wait_until(lambda: notifier.shown)
+        job = await store.claim("w")
+        await store.add_event(job.id, EventKind.STARTED, {"sections": 2, "steps": 10})
+        for step in range(1, 11):  # ten steps in a burst
+            await store.add_event(
+                job.id, EventKind.STEP, {"section": 0, "sections": 2, "step": step, "steps": 10}
+            )
+        await asyncio.sleep(0.2)
+        burst = len(notifier.shown)
+        await wait_until(lambda: "step 10/10" in notifier.shown[-1][1].text())
+        assert len(notifier.shown) <= burst + 1  # the burst collapsed into its latest view
+        # nothing changes: no further edits
+        count = len(notifier.shown)
+        await asyncio.sleep(0.5)
+        assert len(notifier.shown) == count
+        await store.complete(
+            job.id, "w", result_path="/v/final.mp4", metadata={"render_seconds": 12}
+        )
+        await wait_until(lambda: notifier.delivered)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        assert len(notifier.delivered) == 1
+        assert notifier.delivered[0][1].final and notifier.delivered[0][1].media.path == (
+            "/v/final.mp4"
+        )
+        assert "rendered in 12 s" in notifier.delivered[0][1].text()
+        assert (await store.get(job_id)).delivered_at is not None
+        # every edit respected the interval
+        assert tracker is not None
+
+
+async def test_delivery_is_retried_and_happens_once_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.tracker.RETRY_DELIVERY", 0.1)
+    path = tmp_path / "db"
+    async with await JobStore.open(path) as store:
+        job_id = await add_job(store, "bob")
+        job = await store.claim("w")
+        await store.complete(job.id, "w", result_path="/v/x.mp4")
+        # the bot was down while it finished; first start, platform fails once
+        notifier = RecordingNotifier(fail_deliveries=1)
+        _, stop, task = await running_tracker(store, notifier)
+        await wait_until(lambda: notifier.delivered)
+        stop.set()
+        await task
+        assert [d[0] for d in notifier.delivered] == [job_id]
+    async with await JobStore.open(path) as store:
+        again = RecordingNotifier()
+        _, stop, task = await running_tracker(store, again)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        assert again.delivered == []  # delivered exactly once
+
+
+async def test_queued_positions_move_when_the_queue_moves(tmp_path: Path) -> None:
+    async with await JobStore.open(tmp_path / "db") as store:
+        notifier = RecordingNotifier(edit_interval=0.05)
+        first = await add_job(store, "a")
+        second = await add_job(store, "b")
+        _, stop, task = await running_tracker(store, notifier)
+        await wait_until(
+            lambda: any(j == second and "position 2" in v.headline for j, v in notifier.shown)
+        )
+        await store.cancel(first)
+        await wait_until(
+            lambda: any(j == second and "position 1" in v.headline for j, v in notifier.shown)
+        )
+        await wait_until(lambda: any(j == first for j, _ in notifier.delivered))
+        stop.set()
+        await task

@@ -1,0 +1,51 @@
+"""`framepack-bot doctor` says what is missing and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def doctor(tmp_path: Path, toml: str, **env: str) -> subprocess.CompletedProcess:
+    (tmp_path / "config.toml").write_text(toml)
+    full_env = {k: v for k, v in os.environ.items() if not k.endswith("_BOT_TOKEN")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "framepack_bot.cli", "doctor", "--config", "config.toml"],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_tiny_preset_with_a_token_can_run(tmp_path: Path) -> None:
+    result = doctor(
+        tmp_path,
+        '[model]\npreset = "tiny"\n[telegram]\nenabled = true\n',
+        TELEGRAM_BOT_TOKEN="123:secret-token-value",
+    )
+    assert result.returncode == 0, result.stdout
+    assert "The bot can run." in result.stdout
+    assert "ffmpeg" in result.stdout and "database schema" in result.stdout
+    assert "secret-token-value" not in result.stdout + result.stderr
+
+
+def test_missing_gpu_token_and_models_are_explained(tmp_path: Path) -> None:
+    result = doctor(
+        tmp_path, '[model]\npreset = "framepack"\ndevice = "cpu"\n[discord]\nenabled = true\n'
+    )
+    assert result.returncode == 1
+    out = result.stdout
+    assert "✗ no CUDA GPU" in out and 'preset = "tiny"' in out
+    assert "✗ discord: enabled but no token" in out and "export DISCORD_BOT_TOKEN" in out
+    assert "model files not downloaded yet" in out and "lllyasviel/FramePackI2V_HY" in out
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    result = doctor(tmp_path, "[queue]\nmax_waiting = -1\n")
+    assert result.returncode == 1
+    assert "queue.max_waiting" in result.stdout
