@@ -29,5 +29,20 @@ def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
         "--end-image", type=Path, default=None, help="last frame (framepack model only)"
     )
     parser.add_argument(
+        "--scheduler",
+        choices=["unipc", "euler"],
+        default=None,
+        help="solver (default: config, unipc)",
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="bucket base (default: 640; tiny model: 128)"
+    )
+    parser.add_argument(
+        "--memory", choices=["auto", "high", "offload", "low"], default=None, help="GPU memory mode"
+    )
+    parser.add_argument(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (default: config)"
+    )
+    parser.add_argument(
         "--config", default=None, help="TOML config for model sources and memory mode"
     )

@@ -1,4 +1,7 @@
-"""What one video job asks for, and the few numbers that follow from it."""
+"""What one video job asks for, the few numbers that follow from it, and its checks.
+
+Imports no torch: `framepack-bot animate` refuses bad options before loading a model.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from framepack.presets import allowed_samplers
+from framepack.prompts import parse_prompt
+
 Sampler = Literal["inverted", "forward"]
 SAMPLERS: tuple[str, ...] = ("inverted", "forward")
+SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.schedulers
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,6 @@ class GenerationParams:
 
 def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) -> None:
     """Every check of a job's settings, so that a bad job fails before any model runs."""
-    from framepack.presets import allowed_samplers
-    from framepack.prompts import parse_prompt
-    from framepack.schedulers import SCHEDULERS
-
     if not isinstance(params.prompt, str) or not params.prompt.strip():
         raise ValueError("the prompt is empty; say what should happen in the video")
     parse_prompt(params.prompt)  # raises ValueError naming what is wrong with timed prompts

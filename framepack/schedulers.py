@@ -23,8 +23,9 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from framepack.params import SCHEDULERS
+
 SchedulerName = Literal["unipc", "euler"]
-SCHEDULERS: tuple[str, ...] = ("unipc", "euler")
 
 # The Flux shift line through (256 tokens, 0.5) and (4096 tokens, 1.15), capped at log(7).
 BASE_SEQ_LEN, MAX_SEQ_LEN = 256, 4096

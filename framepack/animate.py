@@ -1,0 +1,130 @@
+"""`framepack-bot animate`: one video on this machine, with a progress bar.
+
+The same engine and options as the bot. The work folder (checkpoint and partial
+videos) sits beside the output until the video is done, so an interrupted run
+resumes when the same command is given again with the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, UnidentifiedImageError
+
+from storage.config import ConfigError, ModelSettings, load_settings
+
+if TYPE_CHECKING:
+    from framepack.params import GenerationParams
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str) -> int:
+    print(f"framepack-bot animate: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _open_picture(path: Path, what: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{what} {path}: not a picture ({exc})") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from framepack.params import GenerationParams, check_params
+    from framepack.presets import get_preset
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    model = settings.model
+    overrides = {"preset": args.model, "memory": args.memory, "device": args.device}
+    model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
+    preset = get_preset(model.preset)
+    generation = settings.generation
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    params = GenerationParams(
+        prompt=args.prompt,
+        seconds=args.seconds if args.seconds is not None else generation.seconds,
+        seed=seed,
+        steps=args.steps if args.steps is not None else generation.steps,
+        guidance=args.guidance if args.guidance is not None else generation.guidance,
+        sampler=preset.sampler,
+        scheduler=args.scheduler or generation.scheduler,
+        resolution=args.resolution or generation.resolution or preset.resolution,
+    )
+    try:
+        check_params(params, preset=preset.name, has_end_image=args.end_image is not None)
+        image = _open_picture(args.image, "image")
+        end_image = _open_picture(args.end_image, "end image") if args.end_image else None
+    except ValueError as exc:
+        return _fail(str(exc))
+
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    workdir = output.with_name(f".{output.name}.work")
+    try:
+        video = _render(model, params, image, end_image, workdir)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; run the same command with --seed {seed} to resume from {workdir}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    shutil.copyfile(video, output)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{output}  (seed {seed})")
+    if preset.name == "tiny":
+        print("the tiny model has random weights: its video is coloured noise")
+    return 0
+
+
+def _render(
+    model: ModelSettings,
+    params: GenerationParams,
+    image: Image.Image,
+    end_image: Image.Image | None,
+    workdir: Path,
+) -> Path:
+    """Run the engine with a progress bar; the finished video's path."""
+    from tqdm import tqdm
+
+    from framepack.components import load_components
+    from framepack.engine import FramePackEngine
+    from framepack.events import Done, Section, Started, Step
+
+    print(f"loading the {model.preset} model ...", file=sys.stderr)
+    engine = FramePackEngine(load_components(model), device=model.device, memory=model.memory)
+    bar = None
+    try:
+        for event in engine.generate(params, image, workdir=workdir, end_image=end_image):
+            if isinstance(event, Started):
+                total = event.sections * event.steps
+                bar = tqdm(total=total, initial=event.first_section * event.steps, unit="step")
+                bar.set_description(f"section {event.first_section + 1}/{event.sections}")
+            elif isinstance(event, Step) and bar is not None:
+                bar.update(1)
+            elif isinstance(event, Section) and bar is not None:
+                bar.set_description(
+                    f"section {min(event.section + 2, event.sections)}/{event.sections}"
+                )
+                bar.set_postfix(frames=event.frames)
+            elif isinstance(event, Done):
+                return event.video
+    finally:
+        if bar is not None:
+            bar.close()
+    raise RuntimeError("the engine ended without a video")

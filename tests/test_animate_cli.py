@@ -1,0 +1,69 @@
+"""`framepack-bot animate` end to end, as a user runs it: a subprocess on the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framepack.video import probe
+from tests.engine_fixtures import picture
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def animate(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "framepack_bot.cli", "animate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.mark.slow  # a fresh Python that imports torch and renders: ~10 s
+def test_animate_renders_a_video_with_the_tiny_model(tmp_path: Path) -> None:
+    image = tmp_path / "cat.png"
+    picture(200, 300).save(image)
+    output = tmp_path / "out" / "cat.mp4"
+    result = animate(
+        image, "--prompt", "a cat walks", "--model", "tiny", "--seconds", "2", "--steps", "2",
+        "--seed", "42", "--output", output, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{output}  (seed 42)" in result.stdout
+    assert "random weights" in result.stdout
+    info = probe(output)
+    assert info.frames == 73 and info.fps == 30
+    assert (info.width, info.height) == (160, 96)  # 3:2 -> the 640 list's 768x512, scaled
+    assert info.metadata["seed"] == "42" and info.metadata["model"] == "tiny"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["cat.mp4"]  # work folder removed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "f1", "--end-image", "IMAGE"], "end image needs the inverted sampler"),
+        (["--model", "tiny", "--steps", "0"], "steps must be"),
+        (["--model", "tiny", "--end-image", "missing.png"], "end image missing.png: no such file"),
+    ],
+)
+def test_animate_explains_bad_input_without_loading_a_model(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    image = tmp_path / "cat.png"
+    picture().save(image)
+    args = [str(image) if a == "IMAGE" else a for a in args]
+    result = animate(image, "--prompt", "x", "--output", tmp_path / "o.mp4", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "loading" not in result.stderr
