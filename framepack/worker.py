@@ -1,0 +1,437 @@
+"""The GPU worker: claim the fair next job, render it, finish its files, repeat.
+
+One process per GPU. The model is loaded once, at start, and kept. A job goes
+through three steps, each its own method:
+
+- claim: `JobStore.claim` hands out the fair next job and marks it running;
+- execute: the engine renders it on the GPU thread while the asyncio loop
+  writes its events, heart-beats and watches for a cancel;
+- finish: its files go to videos/<job>/ (with a copy that fits the job's
+  upload limit) and the job is marked done. This runs in the background, so the
+  GPU starts the next job meanwhile; the job is done only once its files exist.
+
+Semantics are at-least-once: a job may run twice. A worker that stops
+heart-beating (killed, crashed, machine off) loses its job to the next claim,
+which resumes from the checkpoint of its last finished section in work/<job>/
+and ends with the same frames. SIGTERM or SIGINT stops at the next step
+boundary, keeps that checkpoint and puts the job back (`JobStore.release`).
+
+Failures: a CUDA out-of-memory error is retried once in the next lower memory
+mode (the job resumes from its checkpoint); any other error fails the job with
+a short reason for its owner, and the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+from PIL import UnidentifiedImageError
+
+from framepack.events import Cancelled, Done, EngineEvent
+from framepack.worker_delivery import deliver
+from framepack.worker_engines import (
+    EngineLike,
+    EngineSlot,
+    describe_model,
+    generation_params,
+    open_picture,
+)
+from framepack.worker_events import JobEventWriter, JobLog, RenderTimes
+from storage.config import Settings
+from storage.files import DataDir
+from storage.records import Job, Timing
+from storage.store import JobLost, JobStore, QueueLimits
+
+log = logging.getLogger("framepack.worker")
+
+IDLE_POLL = 1.0  # seconds between two claims while the queue is empty
+_T = TypeVar("_T")
+
+
+class JobFailed(Exception):
+    """A job that cannot be rendered; the message is for its owner."""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:4]}"
+
+
+class Lease:
+    """A claimed job's heartbeat, and the flags the engine reads before each step."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: int,
+        worker_id: str,
+        *,
+        interval: float,
+        stopping: threading.Event,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.interval = interval
+        self.stopping = stopping  # the worker's: SIGTERM or SIGINT
+        self.cancelled = threading.Event()  # its owner or an admin asked
+        self.lost = threading.Event()  # another worker has it now
+        self._task: asyncio.Task[None] | None = None
+
+    def should_cancel(self) -> bool:
+        """Called on the GPU thread before every step."""
+        return self.cancelled.is_set() or self.lost.is_set() or self.stopping.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat(), name=f"heartbeat-{self.job_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check_cancel(self) -> None:
+        """Read the cancel flag now (between two steps: a cancel stops within one step)."""
+        if await self.store.cancel_requested(self.job_id):
+            self.cancelled.set()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                if await self.store.heartbeat(self.job_id, self.worker_id):
+                    self.cancelled.set()
+            except JobLost:
+                self.lost.set()
+                return
+            except Exception as exc:  # a busy database: the next beat may pass
+                log.warning("job %d: heartbeat failed (%s)", self.job_id, exc)
+
+
+class Worker:
+    """Claims and renders jobs until stopped (or, in burst mode, until the queue is empty)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        engines: EngineSlot,
+        *,
+        worker_id: str | None = None,
+        burst: bool = False,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.engines = engines
+        self.data = DataDir(settings.storage.data_dir)
+        self.worker_id = worker_id or default_worker_id()
+        self.burst = burst
+        self.stopping = threading.Event()
+        self._wake = asyncio.Event()
+        # Every torch call on one thread: CUDA streams and hooks are per thread.
+        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        self._finishing: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Stop at the next step boundary; the job in hand goes back to the queue."""
+        self.stopping.set()
+        self._wake.set()
+
+    async def on_gpu(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
+
+    async def run(self) -> None:
+        log.info("worker %s: loading the %s model", self.worker_id, self.engines.preset)
+        started = time.monotonic()
+        await self.on_gpu(self.engines.get)
+        log.info("worker %s: ready in %.1f s", self.worker_id, time.monotonic() - started)
+        idle = False
+        try:
+            while not self.stopping.is_set():
+                job = await self.store.claim(self.worker_id)
+                if job is not None:
+                    idle = False
+                    await self.execute(job)
+                    continue
+                if self.burst:
+                    break
+                if not idle:  # the queue just ran dry: fold the WAL now, not during a job
+                    idle = True
+                    await self.store.checkpoint()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+        finally:
+            if self._finishing:
+                await asyncio.gather(*self._finishing, return_exceptions=True)
+            await self.store.checkpoint()
+            self._gpu.shutdown(wait=True)
+            log.info("worker %s: stopped", self.worker_id)
+
+    # ---- execute -----------------------------------------------------------
+
+    async def execute(self, job: Job) -> None:
+        """Render a claimed job; on success its files are finished in the background."""
+        job_log = JobLog(job.id)
+        job_log("→", f"claimed ({job.platform}, attempt {job.attempts})")
+        lease = Lease(
+            self.store,
+            job.id,
+            self.worker_id,
+            interval=self.settings.worker.heartbeat_seconds,
+            stopping=self.stopping,
+        )
+        lease.start()
+        try:
+            done, times, engine = await self._render_with_fallback(job, lease, job_log)
+        except Cancelled as exc:
+            await lease.stop()
+            await self._stopped(job, lease, job_log, exc.sections_done)
+            return
+        except Exception as exc:
+            await lease.stop()
+            await self._fail(job, job_log, exc)
+            return
+        task = asyncio.create_task(self.finish(job, lease, job_log, done, times, engine))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _render_with_fallback(
+        self, job: Job, lease: Lease, job_log: JobLog
+    ) -> tuple[Done, RenderTimes, EngineLike]:
+        """Render; after a CUDA out-of-memory error once more in the next lower mode."""
+        for retry in (True, False):
+            try:
+                return await self._render(job, lease, job_log)
+            except torch.OutOfMemoryError:
+                pass  # handled below: the traceback holds the failed step's tensors
+            mode = self.engines.memory
+            lower = await self.on_gpu(self.engines.lower_memory) if retry else None
+            if lower is None:
+                job_log("!", f"out of GPU memory in memory mode {mode}", logging.WARNING)
+                break
+            job_log("!", f"out of GPU memory; retrying in memory mode {lower}", logging.WARNING)
+        raise JobFailed(_OOM_MESSAGE)
+
+    async def _render(
+        self, job: Job, lease: Lease, job_log: JobLog
+    ) -> tuple[Done, RenderTimes, EngineLike]:
+        engine = await self.on_gpu(self.engines.get, self.engines.preset_for(job.params.model))
+        try:
+            image = await self.on_gpu(open_picture, job.input_path)
+            end_image = await self.on_gpu(open_picture, job.end_image_path)
+        except (OSError, UnidentifiedImageError) as exc:
+            log.warning("job %d: cannot read its picture: %s", job.id, exc)
+            raise JobFailed("The picture could not be read. Please send it again.") from None
+        try:
+            events = engine.generate(
+                generation_params(job, self.settings),
+                image,
+                workdir=self.data.work_dir(job.id),
+                end_image=end_image,
+                should_cancel=lease.should_cancel,
+            )
+        except ValueError as exc:  # the engine checks every setting before it starts
+            raise JobFailed(f"These settings cannot be rendered: {exc}") from None
+        writer = JobEventWriter(
+            self.store,
+            job,
+            self.data,
+            job_log,
+            step_interval=self.settings.worker.step_event_interval,
+        )
+        done = await self._drive(events, writer, lease)
+        return done, writer.times, engine
+
+    async def _drive(
+        self, events: Iterator[EngineEvent], writer: JobEventWriter, lease: Lease
+    ) -> Done:
+        """Pull the engine's events on the GPU thread and write them.
+
+        The GPU computes the next event while the last one is written; only the
+        cancel check (one indexed read) runs between two steps, so a cancel
+        stops the job within one step.
+        """
+        loop = asyncio.get_running_loop()
+
+        def pull() -> asyncio.Future[EngineEvent | None]:
+            return loop.run_in_executor(self._gpu, next, events, None)
+
+        pending: asyncio.Future[EngineEvent | None] | None = pull()
+        try:
+            while True:
+                assert pending is not None
+                event = await pending
+                pending = None
+                if event is None:
+                    raise RuntimeError("the engine stopped before the video was finished")
+                if isinstance(event, Done):
+                    return event
+                await lease.check_cancel()
+                pending = pull()
+                await writer.write(event)
+        finally:
+            if pending is not None:  # writing failed while the engine ran on: stop it
+                lease.cancelled.set()
+                with contextlib.suppress(BaseException):
+                    await pending
+            close = getattr(events, "close", None)
+            if close is not None:
+                await self.on_gpu(close)
+
+    # ---- finish ------------------------------------------------------------
+
+    async def finish(
+        self,
+        job: Job,
+        lease: Lease,
+        job_log: JobLog,
+        done: Done,
+        times: RenderTimes,
+        engine: EngineLike,
+    ) -> None:
+        """Place the files and mark the job done (runs beside the next job)."""
+        render_seconds = time.monotonic() - (times.started_at or job_log.claimed_at)
+        try:
+            files = await asyncio.to_thread(
+                deliver, done.video, self.data.videos_dir(job.id), job.upload_limit
+            )
+        except Exception as exc:
+            await lease.stop()
+            await self._fail(job, job_log, exc)
+            return
+        metadata: dict[str, Any] = {
+            "frames": done.frames,
+            "seconds": done.seconds,
+            "width": done.width,
+            "height": done.height,
+            "render_seconds": round(render_seconds, 3),
+            "model": job.params.model,
+            "seed": job.params.seed,
+            "steps": job.params.steps,
+            "sections": times.sections,
+            "attempts": job.attempts,
+            **describe_model(engine),
+        }
+        if files.too_large:
+            metadata["upload_error"] = "The video is too large to upload here."
+            job_log("!", f"no copy fits the upload limit: {files.too_large}", logging.WARNING)
+        await lease.stop()
+        try:
+            await self.store.complete(
+                job.id,
+                self.worker_id,
+                result_path=str(files.final),
+                delivery_path=None if files.upload is None else str(files.upload),
+                metadata=metadata,
+            )
+            if times.steps_run:
+                await self.store.record_timing(
+                    Timing(
+                        job_id=job.id,
+                        model=job.params.model,
+                        video_seconds=job.params.seconds,
+                        steps=job.params.steps,
+                        sections=times.sections,
+                        render_seconds=render_seconds,
+                        # per step with its share of decoding and encoding, so
+                        # that sections x steps x this estimates a whole job
+                        step_seconds=render_seconds / times.steps_run,
+                        finished_at=time.time(),
+                    )
+                )
+        except JobLost:
+            job_log("!", "lost: another worker has it now", logging.WARNING)
+            return
+        except Exception:
+            # Left running without a heartbeat: the store hands it out again and
+            # the next worker finishes it from its checkpoint.
+            log.exception("job %d: could not record it as done", job.id)
+            return
+        job_log("✓", f"done in {render_seconds:.1f} s: {done.frames} frames, "
+                f"{done.width}x{done.height}")  # fmt: skip
+
+    # ---- the other ends --------------------------------------------------------
+
+    async def _stopped(self, job: Job, lease: Lease, job_log: JobLog, sections_done: int) -> None:
+        """The engine stopped before a step: cancelled, lost, or the worker is stopping."""
+        where = f"after section {sections_done}" if sections_done else "before its first section"
+        try:
+            if lease.lost.is_set():
+                job_log("!", "lost: another worker has it now", logging.WARNING)
+            elif lease.cancelled.is_set():
+                await self.store.confirm_cancelled(job.id, self.worker_id)
+                job_log("⊘", f"cancelled {where}")
+            else:
+                await self.store.release(job.id, self.worker_id, "worker shut down")
+                job_log("↩", f"released: the worker is stopping; it resumes {where}")
+        except JobLost:
+            job_log("!", "lost: another worker has it now", logging.WARNING)
+
+    async def _fail(self, job: Job, job_log: JobLog, exc: Exception) -> None:
+        if isinstance(exc, JobFailed):
+            reason = str(exc)
+        else:
+            log.error("job %d: %s", job.id, exc, exc_info=exc)
+            reason = (
+                f"The renderer failed ({type(exc).__name__}). "
+                "The host can find the details in the worker's log."
+            )
+        try:
+            await self.store.fail(job.id, reason, worker_id=self.worker_id)
+        except JobLost:
+            job_log("!", "lost: another worker has it now", logging.WARNING)
+            return
+        job_log("×", f"failed: {reason}")
+
+
+_OOM_MESSAGE = (
+    "The GPU ran out of memory while rendering this video, even after a retry with less "
+    "memory. Try a shorter video, or try again later."
+)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    engines: EngineSlot | None = None,
+    worker_id: str | None = None,
+) -> int:
+    """`framepack-bot worker`: serve the queue until SIGTERM or SIGINT (or empty, in burst)."""
+    import signal
+
+    data = DataDir(settings.storage.data_dir)
+    data.ensure()
+    store = await JobStore.open(data.database, QueueLimits.from_settings(settings.queue))
+    worker = Worker(
+        store,
+        settings,
+        engines or EngineSlot.from_settings(settings),
+        worker_id=worker_id,
+        burst=burst,
+    )
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await store.close()
+    return 0

@@ -1,0 +1,164 @@
+"""Which engine renders a job: one loaded at a time, kept for many jobs, and the
+memory-mode fallback after a CUDA out-of-memory error.
+
+A job names a model (``framepack``: the inverted anti-drifting sampler, ``f1``:
+the forward one). With the ``tiny`` preset one random model serves both; with
+the real presets a job for the other model loads that model's components in
+place of the current ones (one set in memory at a time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from framepack.components import Components
+from framepack.events import EngineEvent
+from framepack.params import GenerationParams
+from storage.config import ModelSettings, Settings
+from storage.records import Job
+
+SAMPLER_OF_MODEL = {"framepack": "inverted", "f1": "forward"}
+# After an out-of-memory error a job is tried once more in the next lower mode.
+LOWER_MEMORY_MODE = {"high": "offload", "offload": "low"}
+
+
+class EngineLike(Protocol):
+    """What the worker uses of `framepack.engine.FramePackEngine`."""
+
+    components: Components
+    memory_mode: str
+
+    def generate(
+        self,
+        params: GenerationParams,
+        image: Image.Image,
+        *,
+        workdir: Path,
+        end_image: Image.Image | None = None,
+        should_cancel: Callable[[], bool] = ...,
+        on_frames: Callable[[np.ndarray], None] | None = None,
+    ) -> Iterator[EngineEvent]: ...
+
+
+# (preset, memory mode) -> a ready engine; blocking (it loads the weights)
+EngineFactory = Callable[[str, str], EngineLike]
+
+
+def engine_factory(model: ModelSettings) -> EngineFactory:
+    """Engines of the configured device, loading each preset's components from its sources."""
+
+    def build(preset: str, memory: str) -> EngineLike:
+        from framepack.components import load_components
+        from framepack.engine import FramePackEngine
+
+        components = load_components(dataclasses.replace(model, preset=preset))
+        return FramePackEngine(components, device=model.device, memory=memory)
+
+    return build
+
+
+def generation_params(job: Job, settings: Settings) -> GenerationParams:
+    """The engine's settings for a job: the user's options, the host's scheduler and buckets."""
+    p = job.params
+    if p.model not in SAMPLER_OF_MODEL:
+        raise ValueError(f"unknown model {p.model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}")
+    return GenerationParams(
+        prompt=p.prompt,
+        seconds=p.seconds,
+        seed=p.seed,
+        steps=p.steps,
+        guidance=p.guidance,
+        cfg=p.cfg,
+        negative_prompt=p.negative_prompt,
+        sampler=SAMPLER_OF_MODEL[p.model],  # type: ignore[arg-type]
+        scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
+        resolution=settings.resolution,
+    )
+
+
+class EngineSlot:
+    """The one engine in memory. Its methods block: call them on the GPU thread."""
+
+    def __init__(self, factory: EngineFactory, *, preset: str, memory: str) -> None:
+        self.factory = factory
+        self.preset = preset  # the configured preset, loaded at start
+        self.memory = memory  # the mode asked for; lowered after an out-of-memory error
+        self.engine: EngineLike | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineSlot:
+        model = settings.model
+        return cls(engine_factory(model), preset=model.preset, memory=model.memory)
+
+    def preset_for(self, model: str) -> str:
+        """The preset whose weights render `model` (a job's ``framepack`` or ``f1``)."""
+        if self.preset == "tiny":
+            return "tiny"
+        if model not in SAMPLER_OF_MODEL:
+            raise ValueError(
+                f"unknown model {model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}"
+            )
+        return model
+
+    def get(self, preset: str | None = None) -> EngineLike:
+        """The engine of `preset` (default: the configured one), loading it if needed."""
+        preset = preset or self.preset
+        if self.engine is not None and self.engine.components.preset != preset:
+            self.unload()
+        if self.engine is None:
+            self.engine = self.factory(preset, self.memory)
+        return self.engine
+
+    def lower_memory(self) -> str | None:
+        """Switch to the next lower memory mode; None when there is none (the job fails).
+
+        The engine is rebuilt from scratch: the modes place the weights with hooks
+        that cannot be taken off again, and reloading is rare next to rendering.
+        """
+        current = self.engine.memory_mode if self.engine is not None else self.memory
+        lower = LOWER_MEMORY_MODE.get(current)
+        if lower is None:
+            return None
+        preset = self.engine.components.preset if self.engine is not None else self.preset
+        self.unload()
+        self.memory = lower
+        self.get(preset)
+        return lower
+
+    def unload(self) -> None:
+        """Drop the engine and give its GPU memory back before another one loads."""
+        self.engine = None
+        gc.collect()
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def open_picture(path: str | None) -> Image.Image | None:
+    """A job's picture as RGB, read fully now (the file may be removed later)."""
+    if path is None:
+        return None
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def describe_model(engine: EngineLike) -> dict[str, Any]:
+    """What the done event says of the model that rendered a video."""
+    return {
+        "preset": engine.components.preset,
+        "random_model": engine.components.is_random,
+        "memory_mode": engine.memory_mode,
+    }

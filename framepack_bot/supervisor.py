@@ -1,0 +1,169 @@
+"""`framepack-bot run`: the chat bot(s) and one GPU worker subprocess, in one command.
+
+The worker is a child process (`framepack-bot worker --config ...`), so the bot
+process never imports torch and a crash of the GPU stack never takes the bots
+down. A worker that dies is started again after 1, 2, 4 … seconds, up to
+`[worker] restart_backoff_max`; one that stayed up a while starts the count
+over. SIGINT or SIGTERM stops both: the bots disconnect, the worker gets
+SIGTERM, puts its job back in the queue at the next step boundary and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.config import Settings
+
+log = logging.getLogger("framepack_bot.supervisor")
+
+STOP_GRACE = 45.0  # seconds a stopping worker gets to release its job before SIGKILL
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds to wait before the next start of a worker that died."""
+
+    first: float = 1.0
+    maximum: float = 60.0
+    reset_after: float = 60.0  # a worker up this long was healthy: the count starts over
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th death in a row (1-based)."""
+        return min(self.maximum, self.first * 2 ** max(0, failures - 1))
+
+
+def worker_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "framepack_bot.cli", "worker", "--config", str(config)]
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """For the child: get SIGTERM when the supervisor dies, even by SIGKILL (Linux only).
+
+    Without it a killed `run` would leave its worker holding the GPU, and the
+    next `run` would start a second one beside it. prctl is looked up here, in
+    the parent: after fork the child should only make the call.
+    """
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class WorkerSupervisor:
+    """Keeps one worker process running until `stop` is set."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        backoff: Backoff,
+        *,
+        stop_grace: float = STOP_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.command = list(command)
+        self.backoff = backoff
+        self.stop_grace = stop_grace
+        self.clock = clock
+        self.starts = 0
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            started = self.clock()
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_parent_death_signal(),
+            )
+            self.starts += 1
+            log.info("worker started (pid %d)", self.process.pid)
+            exited = asyncio.create_task(self.process.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not exited.done():
+                await self._terminate(self.process, exited)
+                return
+            if stop.is_set():  # it got the same Ctrl-C and stopped first
+                return
+            uptime = self.clock() - started
+            failures = 1 if uptime >= self.backoff.reset_after else failures + 1
+            delay = self.backoff.delay(failures)
+            log.warning(
+                "worker exited with code %s after %.1f s; starting it again in %.0f s",
+                exited.result(),
+                uptime,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _terminate(self, process: asyncio.subprocess.Process, exited: asyncio.Task) -> None:
+        log.info("stopping the worker (pid %d)", process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(asyncio.shield(exited), self.stop_grace)
+        except TimeoutError:
+            log.warning("the worker did not stop in %.0f s; killing it", self.stop_grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            code = await exited
+        log.info("worker stopped (code %s)", code)
+
+
+RunBots = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+async def serve(
+    settings: Settings,
+    run_bots: RunBots,
+    *,
+    command: Sequence[str] | None = None,
+    backoff: Backoff | None = None,
+) -> int:
+    """Run the bots and a supervised worker until SIGINT or SIGTERM; 0 on a clean stop."""
+    if command is None:
+        if settings.source is None:
+            raise ValueError("the worker needs the config file: settings.source is not set")
+        command = worker_command(Path(settings.source).resolve())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    supervisor = WorkerSupervisor(
+        command, backoff or Backoff(maximum=settings.worker.restart_backoff_max)
+    )
+    worker = asyncio.create_task(supervisor.run(stop), name="worker-supervisor")
+    bots = asyncio.create_task(run_bots(settings, stop), name="bots")
+    try:
+        await asyncio.wait({worker, bots}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # either ended: stop the other one too
+        await asyncio.gather(worker, bots, return_exceptions=True)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    code = 0
+    for name, task in (("the chat bots", bots), ("the worker supervisor", worker)):
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s stopped with an error", name, exc_info=exc)
+            code = 1
+    return code
