@@ -27,10 +27,10 @@ import math
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -846,10 +846,25 @@ class StoreCore:
 
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _in_thread(
+    method: Callable[Concatenate[StoreCore, _P], _T],
+) -> Callable[Concatenate[JobStore, _P], Awaitable[_T]]:
+    """The async twin of a `StoreCore` method: same arguments, run in the store's thread."""
+    name = method.__name__
+
+    async def call(self: JobStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self.run(getattr(self.core, name), *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    return call
 
 
 class JobStore:
-    """The async face of `StoreCore`: each call is one hop to the aiosqlite thread.
+    """The async face of `StoreCore`: every method of it, awaited, one thread hop each.
 
     The bot process and the worker both use this; `core` is there for code that
     already runs in that thread (a transaction spanning several calls).
@@ -891,197 +906,42 @@ class JobStore:
         """Run `fn` in the connection's thread (fn may use `self.core`)."""
         return await self.conn._execute(fn, *args, **kwargs)
 
-    async def checkpoint(self) -> None:
-        """Fold the WAL into the database; call it when idle, not in a claim."""
-        return await self.run(self.core.checkpoint)
-
-    async def get(self, job_id: int) -> Job:
-        return await self.run(self.core.get, job_id)
-
-    async def find(self, job_id: int) -> Job | None:
-        return await self.run(self.core.find, job_id)
-
-    async def waiting(self) -> list[Job]:
-        """Every queued job, in the order they will run."""
-        return await self.run(self.core.waiting)
-
-    async def running(self) -> list[Job]:
-        return await self.run(self.core.running)
-
-    async def jobs_of(
-        self,
-        platform: str,
-        user_id: str,
-        statuses: Iterable[JobStatus] | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        return await self.run(self.core.jobs_of, platform, user_id, statuses, limit)
-
-    async def undelivered(self) -> list[Job]:
-        """Finished jobs whose owner has not been told yet (done, failed or cancelled)."""
-        return await self.run(self.core.undelivered)
-
-    async def counts(self) -> dict[str, int]:
-        return await self.run(self.core.counts)
-
-    async def enqueue(
-        self,
-        *,
-        platform: str,
-        user_id: str,
-        chat_id: str,
-        params: JobParams,
-        input_path: str,
-        user_name: str = "",
-        end_image_path: str | None = None,
-        upload_limit: int | None = None,
-        origin: Mapping[str, Any] | None = None,
-        exempt: bool = False,
-    ) -> Job:
-        """Queue a job, or raise `QueueRefused` with a reason the user understands."""
-        return await self.run(
-            self.core.enqueue,
-            platform=platform,
-            user_id=user_id,
-            chat_id=chat_id,
-            params=params,
-            input_path=input_path,
-            user_name=user_name,
-            end_image_path=end_image_path,
-            upload_limit=upload_limit,
-            origin=origin,
-            exempt=exempt,
-        )
-
-    async def claim(self, worker_id: str) -> Job | None:
-        """Hand the fair next job to `worker_id`, or None (queue empty or paused)."""
-        return await self.run(self.core.claim, worker_id)
-
-    async def heartbeat(self, job_id: int, worker_id: str) -> bool:
-        """Record that `worker_id` still works on the job; True when a cancel is asked."""
-        return await self.run(self.core.heartbeat, job_id, worker_id)
-
-    async def requeue_stale(self, timeout: float | None = None) -> list[Job]:
-        """Running jobs silent for `timeout` go back to the queue, or fail past max attempts."""
-        return await self.run(self.core.requeue_stale, timeout)
-
-    async def release(self, job_id: int, worker_id: str, why: str = "worker shut down") -> Job:
-        """A worker that stops cleanly puts its job back; the attempt does not count."""
-        return await self.run(self.core.release, job_id, worker_id, why)
-
-    async def complete(
-        self,
-        job_id: int,
-        worker_id: str,
-        *,
-        result_path: str,
-        delivery_path: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Job:
-        return await self.run(
-            self.core.complete,
-            job_id,
-            worker_id,
-            result_path=result_path,
-            delivery_path=delivery_path,
-            metadata=metadata,
-        )
-
-    async def fail(self, job_id: int, reason: str, *, worker_id: str | None = None) -> Job:
-        return await self.run(self.core.fail, job_id, reason, worker_id=worker_id)
-
-    async def confirm_cancelled(self, job_id: int, worker_id: str) -> Job:
-        """The worker stopped a running job whose cancel was asked."""
-        return await self.run(self.core.confirm_cancelled, job_id, worker_id)
-
-    async def cancel_requested(self, job_id: int) -> bool:
-        return await self.run(self.core.cancel_requested, job_id)
-
-    async def cancel(self, job_id: int) -> Job:
-        """A waiting job ends at once; a running one gets a flag its worker reads."""
-        return await self.run(self.core.cancel, job_id)
-
-    async def mark_delivered(self, job_id: int) -> bool:
-        """Record that the owner has the outcome; True only for the call that recorded it."""
-        return await self.run(self.core.mark_delivered, job_id)
-
-    async def set_origin(self, job_id: int, **values: Any) -> Job:
-        """Merge platform data into the job's origin (e.g. the id of its status message)."""
-        return await self.run(self.core.set_origin, job_id, **values)
-
-    async def estimate_duration(self, params: JobParams) -> float:
-        """Seconds of rendering this job will likely take, from recent timings."""
-        return await self.run(self.core.estimate_duration, params)
-
-    async def positions(self) -> dict[int, QueuePosition]:
-        """The position and estimated start of every waiting job (one pass)."""
-        return await self.run(self.core.positions)
-
-    async def position(self, job_id: int) -> QueuePosition | None:
-        """Where a waiting job stands; None when it is not waiting."""
-        return await self.run(self.core.position, job_id)
-
-    async def record_timing(self, timing: Timing) -> None:
-        return await self.run(self.core.record_timing, timing)
-
-    async def timing(self, job_id: int) -> Timing | None:
-        return await self.run(self.core.timing, job_id)
-
-    async def add_event(
-        self, job_id: int, kind: EventKind, data: Mapping[str, Any] | None = None
-    ) -> JobEvent:
-        return await self.run(self.core.add_event, job_id, kind, data)
-
-    async def events_since(
-        self, after_id: int = 0, *, job_id: int | None = None, limit: int = 1000
-    ) -> list[JobEvent]:
-        return await self.run(self.core.events_since, after_id, job_id=job_id, limit=limit)
-
-    async def last_event_id(self) -> int:
-        return await self.run(self.core.last_event_id)
-
-    async def user(self, platform: str, user_id: str) -> UserRecord:
-        return await self.run(self.core.user, platform, user_id)
-
-    async def set_banned(self, platform: str, user_id: str, banned: bool, reason: str = "") -> None:
-        """Ban or unban; a ban also cancels the user's waiting jobs."""
-        return await self.run(self.core.set_banned, platform, user_id, banned, reason)
-
-    async def set_overrides(
-        self, platform: str, user_id: str, overrides: Mapping[str, Any]
-    ) -> None:
-        return await self.run(self.core.set_overrides, platform, user_id, overrides)
-
-    async def paused(self) -> bool:
-        return await self.run(self.core.paused)
-
-    async def set_paused(self, paused: bool) -> None:
-        return await self.run(self.core.set_paused, paused)
-
-    async def set_message(
-        self,
-        job_id: int,
-        platform: str,
-        chat_id: str,
-        message_id: str,
-        state: Mapping[str, Any] | None = None,
-    ) -> None:
-        return await self.run(self.core.set_message, job_id, platform, chat_id, message_id, state)
-
-    async def message(self, job_id: int, platform: str) -> ChatMessageRef | None:
-        return await self.run(self.core.message, job_id, platform)
-
-    async def update_message_state(
-        self, job_id: int, platform: str, state: Mapping[str, Any]
-    ) -> None:
-        return await self.run(self.core.update_message_state, job_id, platform, state)
-
-    async def expired_jobs(self, older_than: float) -> list[Job]:
-        """Finished jobs whose files may go: never a done job not yet delivered."""
-        return await self.run(self.core.expired_jobs, older_than)
-
-    async def mark_files_removed(self, job_id: int) -> None:
-        return await self.run(self.core.mark_files_removed, job_id)
-
-    async def referenced_inputs(self) -> set[str]:
-        return await self.run(self.core.referenced_inputs)
+    checkpoint = _in_thread(StoreCore.checkpoint)
+    get = _in_thread(StoreCore.get)
+    find = _in_thread(StoreCore.find)
+    waiting = _in_thread(StoreCore.waiting)
+    running = _in_thread(StoreCore.running)
+    jobs_of = _in_thread(StoreCore.jobs_of)
+    undelivered = _in_thread(StoreCore.undelivered)
+    counts = _in_thread(StoreCore.counts)
+    enqueue = _in_thread(StoreCore.enqueue)
+    claim = _in_thread(StoreCore.claim)
+    heartbeat = _in_thread(StoreCore.heartbeat)
+    requeue_stale = _in_thread(StoreCore.requeue_stale)
+    release = _in_thread(StoreCore.release)
+    complete = _in_thread(StoreCore.complete)
+    fail = _in_thread(StoreCore.fail)
+    confirm_cancelled = _in_thread(StoreCore.confirm_cancelled)
+    cancel_requested = _in_thread(StoreCore.cancel_requested)
+    cancel = _in_thread(StoreCore.cancel)
+    mark_delivered = _in_thread(StoreCore.mark_delivered)
+    set_origin = _in_thread(StoreCore.set_origin)
+    estimate_duration = _in_thread(StoreCore.estimate_duration)
+    positions = _in_thread(StoreCore.positions)
+    position = _in_thread(StoreCore.position)
+    record_timing = _in_thread(StoreCore.record_timing)
+    timing = _in_thread(StoreCore.timing)
+    add_event = _in_thread(StoreCore.add_event)
+    events_since = _in_thread(StoreCore.events_since)
+    last_event_id = _in_thread(StoreCore.last_event_id)
+    user = _in_thread(StoreCore.user)
+    set_banned = _in_thread(StoreCore.set_banned)
+    set_overrides = _in_thread(StoreCore.set_overrides)
+    paused = _in_thread(StoreCore.paused)
+    set_paused = _in_thread(StoreCore.set_paused)
+    set_message = _in_thread(StoreCore.set_message)
+    message = _in_thread(StoreCore.message)
+    update_message_state = _in_thread(StoreCore.update_message_state)
+    expired_jobs = _in_thread(StoreCore.expired_jobs)
+    mark_files_removed = _in_thread(StoreCore.mark_files_removed)
+    referenced_inputs = _in_thread(StoreCore.referenced_inputs)
