@@ -68,7 +68,9 @@ class StandInWorker:
             {"sections": sections, "steps": steps, "first_section": 0, "attempt": 1},
         )
 
-    async def step(self, job: Job, section: int, step: int, sections: int = 2) -> Path:
+    async def step(
+        self, job: Job, section: int, step: int, sections: int = 2, steps: int = 2
+    ) -> Path:
         rgb = np.full((64, 64, 3), (40 * step) % 256, dtype=np.uint8)
         path = save_png(rgb, self.data.previews_dir(job.id) / f"1-{section:03d}-{step:03d}.png")
         await self.store.add_event(
@@ -78,7 +80,7 @@ class StandInWorker:
                 "section": section,
                 "sections": sections,
                 "step": step,
-                "steps": 2,
+                "steps": steps,
                 "preview": str(path),
             },
         )

@@ -173,7 +173,11 @@ async def test_every_kind_of_bad_input_gets_an_ephemeral_explanation_and_no_job(
         cases: list[tuple[str, dict, str]] = [
             ("not a picture", {"picture": b"just some text"}, "not a picture I can read"),
             ("corrupt", {"picture": png()[:60]}, "damaged"),
-            ("too many bytes", {"picture": b"\x89PNG" + bytes(300_000)}, "is 300 kB; the most is 200 kB"),
+            (
+                "too many bytes",
+                {"picture": b"\x89PNG" + bytes(300_000)},
+                "is 300 kB; the most is 200 kB",
+            ),
             ("too many pixels", {"picture": png((2000, 1200))}, "megapixels"),
             ("too small", {"picture": png((8, 8))}, "at least 32 pixels"),
             ("animated", {"picture": gif}, "animated"),
