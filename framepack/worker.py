@@ -87,11 +87,13 @@ class Lease:
         self.stopping = stopping  # the worker's: SIGTERM or SIGINT
         self.cancelled = threading.Event()  # its owner or an admin asked
         self.lost = threading.Event()  # another worker has it now
+        self.aborted = threading.Event()  # the worker gave up on it (an error outside the engine)
         self._task: asyncio.Task[None] | None = None
 
     def should_cancel(self) -> bool:
         """Called on the GPU thread before every step."""
-        return self.cancelled.is_set() or self.lost.is_set() or self.stopping.is_set()
+        flags = (self.cancelled, self.lost, self.aborted, self.stopping)
+        return any(flag.is_set() for flag in flags)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._beat(), name=f"heartbeat-{self.job_id}")
@@ -270,12 +272,10 @@ class Worker:
         def pull() -> asyncio.Future[EngineEvent | None]:
             return loop.run_in_executor(self._gpu, next, events, None)
 
-        pending: asyncio.Future[EngineEvent | None] | None = pull()
+        pending = pull()
         try:
             while True:
-                assert pending is not None
                 event = await pending
-                pending = None
                 if event is None:
                     raise RuntimeError("the engine stopped before the video was finished")
                 if isinstance(event, Done):
@@ -284,8 +284,8 @@ class Worker:
                 pending = pull()
                 await writer.write(event)
         finally:
-            if pending is not None:  # writing failed while the engine ran on: stop it
-                lease.cancelled.set()
+            if not pending.done():  # writing failed while the engine ran on: stop it
+                lease.aborted.set()
                 with contextlib.suppress(BaseException):
                     await pending
             close = getattr(events, "close", None)

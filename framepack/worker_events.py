@@ -116,7 +116,8 @@ class JobEventWriter:
         if event.first_section:
             self.job_log("↻", f"resumed after section {event.first_section}/{event.sections}")
         else:
-            self.job_log("▶", f"started: {event.sections} sections of {event.steps} steps")
+            sections = _count(event.sections, "section")
+            self.job_log("▶", f"started: {sections} of {event.steps} steps")
 
     async def _step(self, event: Step) -> None:
         self.times.steps_run += 1
@@ -155,3 +156,7 @@ class JobEventWriter:
             },
         )
         self.job_log("·", f"section {event.section + 1}/{event.sections} ({event.frames} frames)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -106,7 +106,7 @@ class WorkerSupervisor:
             failures = 1 if uptime >= self.backoff.reset_after else failures + 1
             delay = self.backoff.delay(failures)
             log.warning(
-                "worker exited with code %s after %.1f s; starting it again in %.0f s",
+                "worker exited with code %s after %.1f s; starting it again in %.1f s",
                 exited.result(),
                 uptime,
                 delay,

@@ -1,0 +1,354 @@
+"""The worker in this process, on the tiny model: what it writes for the bot
+(events, previews, videos, timings), cancel within one step, failures a user can
+read, and the out-of-memory fallback.
+
+Only the out-of-memory tests use a stand-in: a real tiny engine that raises
+CUDA's `torch.OutOfMemoryError` in the memory modes it is told to, because a
+CPU cannot run out of GPU memory. Everything else is the real engine, SQLite
+file and ffmpeg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from framepack.engine import FramePackEngine
+from framepack.events import EngineEvent, Section
+from framepack.params import GenerationParams
+from framepack.video import probe
+from framepack.worker import Worker
+from framepack.worker_engines import EngineSlot, generation_params
+from framepack.worker_events import StepThrottle
+from storage.config import Settings
+from storage.files import DataDir
+from storage.records import EventKind, JobStatus
+from storage.store import JobStore
+from tests.engine_fixtures import tiny_components, tiny_engine
+from tests.worker_fixtures import (
+    enqueue,
+    events_of,
+    kinds,
+    open_store,
+    settings_of,
+    wait_until,
+    write_config,
+)
+
+
+def tiny_slot() -> EngineSlot:
+    """The session's tiny engine (built once), as the worker's only engine."""
+    return EngineSlot(lambda preset, memory: tiny_engine(), preset="tiny", memory="auto")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return settings_of(write_config(tmp_path))
+
+
+@pytest.fixture
+async def bot_store(settings: Settings) -> Any:
+    """The bot's own connection to the same database file."""
+    store = await open_store(settings)
+    yield store
+    await store.close()
+
+
+async def run_burst(settings: Settings, engines: EngineSlot | None = None) -> Worker:
+    store = await open_store(settings)
+    worker = Worker(store, settings, engines or tiny_slot(), worker_id="w-test", burst=True)
+    try:
+        await asyncio.wait_for(worker.run(), 120)
+    finally:
+        await store.close()
+    return worker
+
+
+# ---- pieces ---------------------------------------------------------------------
+
+
+def test_step_throttle_keeps_first_and_last_step_of_a_section() -> None:
+    now = [0.0]
+    throttle = StepThrottle(1.0, clock=lambda: now[0])
+    allowed = []
+    for step in range(1, 11):  # ten steps 0.3 s apart
+        if throttle.allow(step, 10):
+            allowed.append(step)
+        now[0] += 0.3
+    assert allowed == [1, 5, 9, 10]  # first, then at most one a second, and the last
+
+
+def test_job_options_map_to_the_engine(settings: Settings) -> None:
+    from storage.records import Job, JobParams
+
+    def job(**params: Any) -> Job:
+        return Job(
+            id=1, platform="telegram", user_id="u", user_name="", chat_id="c",
+            params=JobParams(prompt="a cat", **params), input_path="/in.png",
+            end_image_path=None, status=JobStatus.RUNNING, attempts=1, worker_id="w",
+            queued_at=0, started_at=0, heartbeat_at=0, finished_at=None,
+            cancel_requested=False, upload_limit=None, result_path=None, delivery_path=None,
+            error=None, delivered_at=None,
+        )  # fmt: skip
+
+    f1 = generation_params(job(model="f1", seconds=3, seed=5, steps=7, guidance=9), settings)
+    assert (f1.sampler, f1.seconds, f1.seed, f1.steps, f1.guidance) == ("forward", 3, 5, 7, 9)
+    assert (f1.scheduler, f1.resolution) == ("unipc", 64)  # the host's, from the config
+    assert generation_params(job(model="framepack"), settings).sampler == "inverted"
+    with pytest.raises(ValueError, match="unknown model 'sd'"):
+        generation_params(job(model="sd"), settings)
+
+
+def test_real_presets_load_the_model_a_job_asks_for() -> None:
+    loaded: list[tuple[str, str]] = []
+
+    def factory(preset: str, memory: str) -> FramePackEngine:
+        loaded.append((preset, memory))
+        return FramePackEngine(dataclasses.replace(tiny_components(), preset=preset))
+
+    slot = EngineSlot(factory, preset="framepack", memory="auto")
+    slot.get()
+    assert slot.get(slot.preset_for("framepack")).components.preset == "framepack"
+    assert slot.get(slot.preset_for("f1")).components.preset == "f1"
+    slot.get(slot.preset_for("f1"))
+    assert loaded == [("framepack", "auto"), ("f1", "auto")]  # one load each, one at a time
+
+    tiny = EngineSlot(factory, preset="tiny", memory="auto")
+    assert {tiny.preset_for("framepack"), tiny.preset_for("f1")} == {"tiny"}
+
+
+# ---- a job, end to end in this process --------------------------------------------
+
+
+async def test_a_job_leaves_events_previews_videos_and_a_timing(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "framepack.worker")
+    job_id = await enqueue(bot_store, settings, "alice", seconds=2.0, upload_limit=20_000)
+    await run_burst(settings)
+
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.DONE
+    events = await events_of(bot_store, job_id)
+    assert [e.kind for e in events if e.kind is not EventKind.STEP] == [
+        EventKind.QUEUED, EventKind.STARTED, EventKind.SECTION, EventKind.SECTION, EventKind.DONE
+    ]  # fmt: skip
+    started = kinds(events, EventKind.STARTED)[0].data
+    assert started == {"sections": 2, "steps": 2, "first_section": 0, "attempt": 1}
+    steps = kinds(events, EventKind.STEP)
+    assert [(e.data["section"], e.data["step"]) for e in steps] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for e in steps:
+        assert e.data["sections"] == 2 and e.data["steps"] == 2
+        assert Image.open(e.data["preview"]).size[0] > 0
+    assert len({e.data["preview"] for e in steps}) == len(steps)  # a new file per event
+    sections = kinds(events, EventKind.SECTION)
+    for e in sections:
+        assert probe(Path(e.data["video"])).frames == e.data["frames"]
+    assert len({e.data["video"] for e in sections}) == 2
+
+    done = kinds(events, EventKind.DONE)[0].data
+    final = probe(Path(job.result_path or ""))
+    assert final.frames == done["frames"] == sections[-1].data["frames"]
+    assert (final.width, final.height) == (done["width"], done["height"])
+    assert done["model"] == "framepack" and done["random_model"] is True
+    assert done["render_seconds"] > 0 and done["seed"] == 1
+    assert Path(job.result_path or "").parent == DataDir(settings.storage.data_dir).videos_dir(
+        job_id
+    )
+    upload = Path(job.delivery_path or "")
+    assert done["delivery"] == str(upload) and upload != Path(job.result_path or "")
+    assert upload.stat().st_size <= 20_000 and probe(upload).frames == final.frames
+
+    timing = await bot_store.timing(job_id)
+    assert timing is not None and timing.steps == 2 and timing.sections == 2
+    assert 0 < timing.step_seconds < timing.render_seconds
+
+    lines = [r.getMessage() for r in caplog.records if f"job {job_id} " in r.getMessage()]
+    assert [line.split()[1] for line in lines] == ["→", "▶", "·", "·", "✓"]
+    assert "section 2/2" in lines[3] and "done in" in lines[4]
+
+
+async def test_a_video_within_the_upload_limit_is_delivered_as_it_is(
+    settings: Settings, bot_store: JobStore
+) -> None:
+    job_id = await enqueue(bot_store, settings, "alice", upload_limit=50_000_000)
+    no_limit = await enqueue(bot_store, settings, "bob")
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.delivery_path == job.result_path
+    assert (await bot_store.get(no_limit)).delivery_path is None
+
+
+async def test_step_events_are_rate_limited_and_old_previews_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("framepack.worker_events.KEEP_PREVIEWS", 2)
+    settings = settings_of(write_config(tmp_path, worker={"step_event_interval": 100.0}))
+    store = await open_store(settings)
+    job_id = await enqueue(store, settings, "alice", seconds=2.0, steps=4)
+    await run_burst(settings)
+    steps = kinds(await events_of(store, job_id), EventKind.STEP)
+    # 8 steps ran; with a long interval only each section's first and last are written
+    assert [(e.data["section"], e.data["step"]) for e in steps] == [(0, 1), (0, 4), (1, 1), (1, 4)]
+    previews = sorted(DataDir(settings.storage.data_dir).previews_dir(job_id).iterdir())
+    assert [p.name for p in previews] == ["1-001-001.png", "1-001-004.png"]
+    await store.close()
+
+
+async def test_a_cancel_stops_the_job_within_one_step(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "framepack.worker")
+    job_id = await enqueue(bot_store, settings, "alice", seconds=2.0, steps=4)
+    worker = asyncio.create_task(run_burst(settings))
+
+    async def first_step() -> bool:
+        return bool(kinds(await events_of(bot_store, job_id), EventKind.STEP))
+
+    await wait_until(first_step, what="the first step event")
+    await bot_store.cancel(job_id)
+    asked_after = await bot_store.last_event_id()
+    await asyncio.wait_for(worker, 60)
+
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.CANCELLED
+    events = await events_of(bot_store, job_id)
+    later_steps = [e for e in kinds(events, EventKind.STEP) if e.id > asked_after]
+    assert len(later_steps) <= 1, "more than the step in progress ran after the cancel"
+    assert not kinds(events, EventKind.SECTION)  # 4 steps a section: it never got that far
+    assert events[-1].kind is EventKind.CANCELLED
+    assert any("⊘ job" in r.getMessage() and "cancelled" in r.getMessage() for r in caplog.records)
+
+
+# ---- failures --------------------------------------------------------------------
+
+
+async def test_an_unreadable_picture_fails_with_a_reason_and_no_traceback(
+    settings: Settings, bot_store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    job_id = await enqueue(bot_store, settings, "alice", picture=str(broken))
+    later = await enqueue(bot_store, settings, "bob")
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error == "The picture could not be read. Please send it again."
+    assert kinds(await events_of(bot_store, job_id), EventKind.FAILED)[0].data["reason"] == (
+        job.error
+    )
+    assert not any(r.exc_info for r in caplog.records)  # an expected error: no traceback
+    assert (await bot_store.get(later)).status is JobStatus.DONE  # the worker went on
+
+
+async def test_settings_the_engine_refuses_fail_before_rendering(
+    settings: Settings, bot_store: JobStore
+) -> None:
+    job_id = await enqueue(bot_store, settings, "alice", steps=0)
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error == "These settings cannot be rendered: steps must be between 1 and 1000, not 0"
+    assert not kinds(await events_of(bot_store, job_id), EventKind.STARTED)
+
+
+async def test_an_unexpected_error_fails_the_job_and_logs_the_traceback(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    job_id = await enqueue(bot_store, settings, "alice")
+    work = DataDir(settings.storage.data_dir).work_dir(job_id)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    work.write_text("a file where the job's folder should be")  # the engine cannot mkdir it
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error == (
+        "The renderer failed (FileExistsError). The host can find the details in the worker's log."
+    )
+    assert any(r.exc_info and r.exc_info[0] is FileExistsError for r in caplog.records)
+
+
+# ---- out of GPU memory (the one stand-in) --------------------------------------------
+
+
+class OutOfMemoryIn:
+    """The tiny engine, but out of CUDA memory after the first section in `modes`.
+
+    Stand-in for the out-of-memory path only: the memory mode is what the slot
+    asked for (a CPU engine always runs "high"), and the error is raised where
+    a real GPU raises it, inside the engine's iteration.
+    """
+
+    def __init__(self, memory: str, modes: set[str], built: list[str]) -> None:
+        self.engine = tiny_engine()
+        self.components = self.engine.components
+        self.memory_mode = "high" if memory == "auto" else memory
+        self.modes = modes
+        built.append(self.memory_mode)
+
+    def generate(
+        self, params: GenerationParams, image: Image.Image, **kw: Any
+    ) -> Iterator[EngineEvent]:
+        events = self.engine.generate(params, image, **kw)
+        if self.memory_mode not in self.modes:
+            return events
+
+        def running_out() -> Iterator[EngineEvent]:
+            for event in events:
+                yield event
+                if isinstance(event, Section):
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        return running_out()
+
+
+async def test_out_of_memory_retries_once_in_the_next_lower_mode_and_resumes(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "framepack.worker")
+    built: list[str] = []
+    slot = EngineSlot(
+        lambda preset, memory: OutOfMemoryIn(memory, {"high"}, built), preset="tiny", memory="auto"
+    )
+    job_id = await enqueue(bot_store, settings, "alice", seconds=2.0)
+    await run_burst(settings, slot)
+
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.DONE
+    assert built == ["high", "offload"]
+    started = [e.data for e in kinds(await events_of(bot_store, job_id), EventKind.STARTED)]
+    assert [s["first_section"] for s in started] == [0, 1]  # the retry resumed after section 1
+    assert any("retrying in memory mode offload" in r.getMessage() for r in caplog.records)
+    done = kinds(await events_of(bot_store, job_id), EventKind.DONE)[0].data
+    assert done["memory_mode"] == "offload"
+
+
+async def test_out_of_memory_twice_fails_with_a_message_for_the_user(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    built: list[str] = []
+    slot = EngineSlot(
+        lambda preset, memory: OutOfMemoryIn(memory, {"high", "offload", "low"}, built),
+        preset="tiny",
+        memory="high",
+    )
+    job_id = await enqueue(bot_store, settings, "alice", seconds=2.0)
+    await run_burst(settings, slot)
+
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert built == ["high", "offload"]  # retried once, not down every mode
+    assert job.error is not None and job.error.startswith("The GPU ran out of memory")
+    assert "Try a shorter video" in job.error
+    assert not any(r.exc_info for r in caplog.records)
