@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import discord
+import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
 from PIL import Image, ImageOps
 
 from bot.discord_render import (
@@ -172,6 +175,7 @@ class DiscordAdapter:
 
     async def start(self) -> None:
         """Log in, sync the commands, connect the gateway; return once serving."""
+        self._use_endpoints()
         token = self.settings.token.reveal()
         self._task = asyncio.create_task(self.client.start(token), name="discord client")
         ready = asyncio.create_task(self.client.ready.wait())
@@ -180,6 +184,14 @@ class DiscordAdapter:
             ready.cancel()
             self._task.result()  # raises what stopped the client (a bad token: LoginFailure)
             raise RuntimeError("the Discord client stopped before it was ready")
+
+    def _use_endpoints(self) -> None:
+        """Point discord.py at the configured API and gateway (a test double); discord.py
+        keeps both in class attributes, so this is for the whole bot process."""
+        if self.settings.api_base:
+            Route.BASE = self.settings.api_base.rstrip("/")
+        if self.settings.gateway_url:
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
 
     async def stop(self) -> None:
         await self.client.close()

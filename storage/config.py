@@ -156,6 +156,8 @@ class DiscordSettings:
     allow_dms: bool = _spec(False)
     threads: bool = _spec(False, help="each job's message starts a thread of its own")
     edit_interval: float = _spec(3.0, min=1.0)
+    api_base: str = _spec("", help="empty: Discord's REST API; else its base URL (a test double)")
+    gateway_url: str = _spec("", help="empty: Discord's gateway; else its websocket URL")
     token: Secret = field(default_factory=lambda: Secret(""), metadata={"computed": True})
 
 

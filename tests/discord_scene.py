@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +27,41 @@ from bot.discord_adapter import DiscordAdapter
 from framepack.previews import save_png
 from framepack.video import encode_mp4
 from framepack.worker_delivery import deliver
-from storage.config import Settings
+from storage.config import Settings, load_settings
 from storage.files import DataDir
 from storage.records import EventKind, Job, JobStatus
-from storage.store import JobStore
+from storage.store import JobStore, QueueLimits
 from tests.fakes.discord_harness import DiscordHarness, FakeMessage, InteractionRecord
 from tests.fakes.discord_state import FakeChannel, FakeGuild, FakeUser
-from tests.worker_fixtures import open_store, write_config
 
 WORKER = "stand-in-worker"
+
+
+def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
+    """config.toml in tmp_path: the tiny preset at 64 px, generous queue limits, fast
+    heartbeats, and `sections` on top (tables of scalars and lists only)."""
+    tables: dict[str, dict[str, Any]] = {
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "model": {"preset": "tiny", "device": "cpu"},
+        "generation": {"resolution": 64},
+        "queue": {"max_waiting_per_user": 20, "max_video_seconds_per_day": 0.0},
+        "worker": {"heartbeat_seconds": 0.5, "step_event_interval": 0.0},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def open_store(settings: Settings) -> JobStore:
+    data = DataDir(settings.storage.data_dir)
+    data.ensure()
+    return await JobStore.open(data.database, QueueLimits.from_settings(settings.queue))
 
 
 def png(size: tuple[int, int] = (96, 64), colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -258,8 +285,6 @@ async def discord_scene(
             tmp_path,
             discord={"enabled": True, "allowed_guilds": [guild.id], **discord_options},
         )
-        from storage.config import load_settings
-
         settings = load_settings(config)
         # edits every 0.05 s (the config's least is 1 s) keep the tests fast
         settings = dataclasses.replace(
