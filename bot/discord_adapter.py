@@ -113,6 +113,8 @@ class FramepackTree(app_commands.CommandTree):
 
 class FramepackClient(discord.Client):
     def __init__(self, adapter: "DiscordAdapter", **options: Any) -> None:
+        # The bot never joins voice: no warning that voice libraries are missing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # No privileged intents: interactions reach a bot whatever its intents.
         super().__init__(intents=discord.Intents(guilds=True), **options)
         self.adapter = adapter
@@ -265,6 +267,7 @@ class DiscordAdapter:
         await interaction.response.defer(ephemeral=True, thinking=True)
         who = self.requester(interaction)
         try:
+            self._check_can_post(interaction)
             picture = await self._download(image, "picture")
             end = await self._download(end_image, "end image") if end_image else None
             async with self._posting[who.user_id]:
@@ -282,6 +285,32 @@ class DiscordAdapter:
             return
         self.on_change()
         await _answer(interaction, f"✅ Queued as job #{job.id}. Follow it here: {url}")
+
+    @staticmethod
+    def _check_can_post(interaction: discord.Interaction) -> None:
+        """Refuse before queueing when the job's message could not be posted here."""
+        if interaction.guild_id is None:
+            return
+        send = (
+            "send_messages_in_threads"
+            if isinstance(interaction.channel, discord.Thread)
+            else "send_messages"
+        )
+        needed = {
+            send: "Send Messages",
+            "embed_links": "Embed Links",
+            "attach_files": "Attach Files",
+        }
+        missing = [
+            label
+            for name, label in needed.items()
+            if not getattr(interaction.app_permissions, name)
+        ]
+        if missing:
+            raise UserError(
+                f"I cannot post videos in this channel: I need the permission "
+                f"{' and '.join(missing)} here. Ask a server admin, or use another channel."
+            )
 
     async def _download(self, attachment: discord.Attachment, what: str) -> bytes:
         """The attachment's bytes, now: its CDN link expires."""
@@ -364,6 +393,7 @@ class DiscordAdapter:
             await _answer(interaction, text)
         elif action == "reroll":
             await interaction.response.defer(ephemeral=True, thinking=True)
+            self._check_can_post(interaction)
             async with self._posting[who.user_id]:
                 new = await self.service.reroll(
                     who,
@@ -392,15 +422,19 @@ class DiscordAdapter:
 
     # ---- the job's message ---------------------------------------------------
 
-    def _message(self, job: Job, view: JobView) -> DiscordMessage:
-        shows_input = view.media is not None and view.media.path == job.input_path
-        return discord_message(job, view, thumbnail=self._thumbnail(job) if shows_input else None)
+    async def _message(self, job: Job, view: JobView) -> DiscordMessage:
+        thumbnail = None
+        if view.media is not None and view.media.path == job.input_path:
+            path = self.service.data.previews_dir(job.id) / "discord-input.jpg"
+            # off the loop: a 40-megapixel input takes a while to decode
+            thumbnail = (
+                path if path.exists() else await asyncio.to_thread(self._thumbnail, job, path)
+            )
+        return discord_message(job, view, thumbnail=thumbnail)
 
-    def _thumbnail(self, job: Job) -> Path | None:
+    @staticmethod
+    def _thumbnail(job: Job, path: Path) -> Path | None:
         """A JPEG of the input small enough to show on every edit (made once per job)."""
-        path = self.service.data.previews_dir(job.id) / "discord-input.jpg"
-        if path.exists():
-            return path
         try:
             with Image.open(job.input_path) as img:
                 img = ImageOps.exif_transpose(img).convert("RGB")
@@ -430,15 +464,27 @@ class DiscordAdapter:
 
     async def _post_new(self, job: Job, interaction: discord.Interaction) -> str:
         """Post a new job's message where it was asked for (in a thread of its own if the
-        config says so); return a link to it."""
-        message = self._message(job, await self._view_now(job))
+        config says so); return a link to it. A job whose message cannot be posted is
+        withdrawn: nobody would see it render."""
+        message = await self._message(job, await self._view_now(job))
         channel = interaction.channel
         target: discord.abc.Messageable = (
             channel
             if isinstance(channel, discord.abc.Messageable)
             else self.client.get_partial_messageable(int(job.chat_id))
         )
-        sent = await self._send(target, message)
+        try:
+            sent = await self._send(target, message)
+        except discord.HTTPException as exc:
+            log.warning(
+                "job %d: cannot post in channel %s (%s); cancelled", job.id, job.chat_id, exc
+            )
+            await self.store.cancel(job.id)
+            await self.store.mark_delivered(job.id)
+            raise UserError(
+                "I could not post in this channel, so nothing was queued. Check my permissions "
+                "here, or use another channel."
+            ) from None
         where = sent.channel.id
         if self.settings.threads and isinstance(channel, discord.TextChannel):
             name = f"#{job.id} {job.params.prompt}"[:THREAD_NAME_LIMIT]
@@ -469,6 +515,11 @@ class DiscordAdapter:
                 ref = await self.store.message(job.id, PLATFORM)
         return ref
 
+    async def _settled(self, job: Job) -> bool:
+        """Whether the job is over and its outcome recorded (e.g. withdrawn at its post)."""
+        fresh = await self.store.find(job.id)
+        return fresh is None or fresh.delivered_at is not None
+
     async def show(self, job: Job, view: JobView) -> None:
         """Bring the job's message to `view`; nothing is sent when it already shows it."""
         async with self._editing[job.id]:
@@ -484,9 +535,10 @@ class DiscordAdapter:
         ref = await self._ref(job)
         if ref is not None and ref.state.get("final"):
             return  # delivered (or deleted) already: a late progress edit must not undo it
-        message = self._message(job, view)
+        message = await self._message(job, view)
         if ref is None:
-            await self._repost(job, message, view.final)
+            if not await self._settled(job):
+                await self._repost(job, message, view.final)
             return
         if ref.state.get("digest") == message.digest():
             if view.final:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from storage.records import JobStatus
@@ -208,3 +209,26 @@ async def test_a_deleted_job_message_is_posted_again(scene: Scene) -> None:
     assert again.embed["title"] == "✅ Done" and again.attachments
     ref = await scene.store.message(1, "discord")
     assert ref is not None and ref.message_id == str(again.id)
+
+
+async def test_a_channel_where_the_bot_cannot_post_queues_nothing(scene: Scene) -> None:
+    attach_files = discord.Permissions(attach_files=True).value
+    for role in scene.guild.roles.values():
+        role.permissions &= ~attach_files
+    refused = await scene.animate()
+    assert refused.replies[0].content.startswith(
+        "I cannot post videos in this channel: I need the permission Attach Files here."
+    )
+    for role in scene.guild.roles.values():
+        role.permissions |= attach_files
+
+    scene.discord.inject_error(
+        "POST", f"/channels/{scene.channel.id}/messages", status=403, code=50013,
+        message="Missing Permissions",
+    )  # fmt: skip
+    failed = await scene.animate()
+    assert failed.replies[0].content.startswith("I could not post in this channel")
+    [job] = await scene.jobs()
+    assert job.status is JobStatus.CANCELLED and job.delivered_at is not None
+    await asyncio.sleep(0.3)  # the tracker has seen the job: it must not post it either
+    assert scene.channel.messages == []
