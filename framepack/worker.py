@@ -57,11 +57,25 @@ from storage.store import JobLost, JobStore, QueueLimits
 log = logging.getLogger("framepack.worker")
 
 IDLE_POLL = 1.0  # seconds between two claims while the queue is empty
+# Seconds without an event from the engine after which the GPU is taken to hang
+# (a driver fault). The slowest legitimate gap is a long video's final encode
+# or a section's decode in the low memory mode: minutes, not a quarter hour.
+STALL_SECONDS = 900.0
+EXIT_STALLED = 3
 _T = TypeVar("_T")
 
 
 class JobFailed(Exception):
     """A job that cannot be rendered; the message is for its owner."""
+
+
+class EngineStalled(Exception):
+    """The engine gave no event for STALL_SECONDS: its thread cannot be stopped or joined.
+
+    The worker stops heart-beating and the process exits; the store hands the
+    job out again once its heartbeat is stale (the attempt counts, so a job that
+    hangs the GPU every time ends failed after `max_attempts`).
+    """
 
 
 def default_worker_id() -> str:
@@ -161,7 +175,7 @@ class Worker:
         started = time.monotonic()
         await self.on_gpu(self.engines.get)
         log.info("worker %s: ready in %.1f s", self.worker_id, time.monotonic() - started)
-        idle = False
+        idle = stalled = False
         try:
             while not self.stopping.is_set():
                 job = await self.store.claim(self.worker_id)
@@ -176,11 +190,14 @@ class Worker:
                     await self.store.checkpoint()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+        except EngineStalled:
+            stalled = True
+            raise
         finally:
             if self._finishing:
                 await asyncio.gather(*self._finishing, return_exceptions=True)
             await self.store.checkpoint()
-            self._gpu.shutdown(wait=True)
+            self._gpu.shutdown(wait=not stalled)
             log.info("worker %s: stopped", self.worker_id)
 
     # ---- execute -----------------------------------------------------------
@@ -203,10 +220,17 @@ class Worker:
             await lease.stop()
             await self._stopped(job, lease, job_log, exc.sections_done)
             return
+        except EngineStalled:
+            await lease.stop()  # left running: it goes back to the queue once stale
+            job_log("!", f"the engine made no progress for {STALL_SECONDS:.0f} s", logging.ERROR)
+            raise
         except Exception as exc:
             await lease.stop()
             await self._fail(job, job_log, exc)
             return
+        except BaseException:
+            await lease.stop()
+            raise
         task = asyncio.create_task(self.finish(job, lease, job_log, done, times, engine))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
@@ -220,7 +244,7 @@ class Worker:
                 return await self._render(job, lease, job_log)
             except torch.OutOfMemoryError:
                 pass  # handled below: the traceback holds the failed step's tensors
-            mode = self.engines.memory
+            mode = self.engines.mode
             lower = await self.on_gpu(self.engines.lower_memory) if retry else None
             if lower is None:
                 job_log("!", f"out of GPU memory in memory mode {mode}", logging.WARNING)
@@ -231,7 +255,12 @@ class Worker:
     async def _render(
         self, job: Job, lease: Lease, job_log: JobLog
     ) -> tuple[Done, RenderTimes, EngineLike]:
-        engine = await self.on_gpu(self.engines.get, self.engines.preset_for(job.params.model))
+        try:
+            params = generation_params(job, self.settings)
+            preset = self.engines.preset_for(job.params.model)
+        except ValueError as exc:
+            raise JobFailed(f"These settings cannot be rendered: {exc}") from None
+        engine = await self.on_gpu(self.engines.get, preset)
         try:
             image = await self.on_gpu(open_picture, job.input_path)
             end_image = await self.on_gpu(open_picture, job.end_image_path)
@@ -240,7 +269,7 @@ class Worker:
             raise JobFailed("The picture could not be read. Please send it again.") from None
         try:
             events = engine.generate(
-                generation_params(job, self.settings),
+                params,
                 image,
                 workdir=self.data.work_dir(job.id),
                 end_image=end_image,
@@ -275,22 +304,30 @@ class Worker:
         pending = pull()
         try:
             while True:
-                event = await pending
+                event = await _within_stall_limit(pending)
                 if event is None:
                     raise RuntimeError("the engine stopped before the video was finished")
                 if isinstance(event, Done):
-                    return event
+                    break
                 await lease.check_cancel()
                 pending = pull()
                 await writer.write(event)
-        finally:
+        except EngineStalled:
+            raise  # the GPU thread hangs: any clean-up would wait for it too
+        except BaseException:
             if not pending.done():  # writing failed while the engine ran on: stop it
                 lease.aborted.set()
                 with contextlib.suppress(BaseException):
                     await pending
-            close = getattr(events, "close", None)
-            if close is not None:
-                await self.on_gpu(close)
+            await self._close(events)
+            raise
+        await self._close(events)
+        return event
+
+    async def _close(self, events: Iterator[EngineEvent]) -> None:
+        close = getattr(events, "close", None)
+        if close is not None:
+            await self.on_gpu(close)
 
     # ---- finish ------------------------------------------------------------
 
@@ -398,6 +435,13 @@ class Worker:
         job_log("×", f"failed: {reason}")
 
 
+async def _within_stall_limit(pending: asyncio.Future[_T]) -> _T:
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), STALL_SECONDS)
+    except TimeoutError:
+        raise EngineStalled(f"no event from the engine for {STALL_SECONDS:.0f} s") from None
+
+
 _OOM_MESSAGE = (
     "The GPU ran out of memory while rendering this video, even after a retry with less "
     "memory. Try a shorter video, or try again later."
@@ -430,6 +474,12 @@ async def run_worker(
         loop.add_signal_handler(sig, worker.stop)
     try:
         await worker.run()
+    except EngineStalled as exc:
+        log.error("worker %s: %s; exiting so that it can be restarted", worker.worker_id, exc)
+        await store.close()
+        # The hung GPU thread can be neither stopped nor joined, and a normal exit
+        # would wait for it forever.
+        os._exit(EXIT_STALLED)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -97,6 +97,11 @@ class EngineSlot:
         model = settings.model
         return cls(engine_factory(model), preset=model.preset, memory=model.memory)
 
+    @property
+    def mode(self) -> str:
+        """The memory mode in force (``auto`` resolved once an engine is loaded)."""
+        return self.engine.memory_mode if self.engine is not None else self.memory
+
     def preset_for(self, model: str) -> str:
         """The preset whose weights render `model` (a job's ``framepack`` or ``f1``)."""
         if self.preset == "tiny":
@@ -122,8 +127,7 @@ class EngineSlot:
         The engine is rebuilt from scratch: the modes place the weights with hooks
         that cannot be taken off again, and reloading is rare next to rendering.
         """
-        current = self.engine.memory_mode if self.engine is not None else self.memory
-        lower = LOWER_MEMORY_MODE.get(current)
+        lower = LOWER_MEMORY_MODE.get(self.mode)
         if lower is None:
             return None
         preset = self.engine.components.preset if self.engine is not None else self.preset

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from framepack.engine import FramePackEngine
 from framepack.events import EngineEvent, Section
 from framepack.params import GenerationParams
 from framepack.video import probe
-from framepack.worker import Worker
+from framepack.worker import EngineStalled, Worker
 from framepack.worker_engines import EngineSlot, generation_params
 from framepack.worker_events import StepThrottle
 from storage.config import Settings
@@ -352,3 +353,23 @@ async def test_out_of_memory_twice_fails_with_a_message_for_the_user(
     assert job.error is not None and job.error.startswith("The GPU ran out of memory")
     assert "Try a shorter video" in job.error
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_an_engine_that_stops_giving_events_leaves_the_job_to_go_stale(
+    settings: Settings, bot_store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real engine, and a stall limit shorter than its first section: it looks hung.
+    monkeypatch.setattr("framepack.worker.STALL_SECONDS", 0.05)
+    job_id = await enqueue(bot_store, settings, "alice", seconds=2.0)
+    with pytest.raises(EngineStalled):
+        await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.RUNNING  # no store write could be trusted now
+    await asyncio.sleep(3 * settings.worker.heartbeat_seconds)
+    assert (await bot_store.get(job_id)).heartbeat_at == job.heartbeat_at  # nobody beats
+    assert [j.id for j in await bot_store.requeue_stale(timeout=0)] == [job_id]
+
+    async def gpu_thread_ended() -> bool:  # once the engine's section is over
+        return not any(t.name.startswith("gpu") for t in threading.enumerate())
+
+    await wait_until(gpu_thread_ended, what="the GPU thread to end")
