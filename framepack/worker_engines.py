@@ -124,16 +124,15 @@ class EngineSlot:
     def lower_memory(self) -> str | None:
         """Switch to the next lower memory mode; None when there is none (the job fails).
 
-        The engine is rebuilt from scratch: the modes place the weights with hooks
-        that cannot be taken off again, and reloading is rare next to rendering.
+        The engine is dropped and the next `get` builds it again from scratch:
+        the modes place the weights with hooks that cannot be taken off, and
+        reloading is rare next to rendering. The lower mode stays for later jobs.
         """
         lower = LOWER_MEMORY_MODE.get(self.mode)
         if lower is None:
             return None
-        preset = self.engine.components.preset if self.engine is not None else self.preset
         self.unload()
         self.memory = lower
-        self.get(preset)
         return lower
 
     def unload(self) -> None:
