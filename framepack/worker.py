@@ -69,6 +69,10 @@ class JobFailed(Exception):
     """A job that cannot be rendered; the message is for its owner."""
 
 
+class ModelUnavailable(Exception):
+    """The model cannot be loaded (files missing, no GPU...): the worker cannot start."""
+
+
 class EngineStalled(Exception):
     """The engine gave no event for STALL_SECONDS: its thread cannot be stopped or joined.
 
@@ -171,12 +175,9 @@ class Worker:
         return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
 
     async def run(self) -> None:
-        log.info("worker %s: loading the %s model", self.worker_id, self.engines.preset)
-        started = time.monotonic()
-        await self.on_gpu(self.engines.get)
-        log.info("worker %s: ready in %.1f s", self.worker_id, time.monotonic() - started)
         idle = stalled = False
         try:
+            await self._load()
             while not self.stopping.is_set():
                 job = await self.store.claim(self.worker_id)
                 if job is not None:
@@ -199,6 +200,19 @@ class Worker:
             await self.store.checkpoint()
             self._gpu.shutdown(wait=not stalled)
             log.info("worker %s: stopped", self.worker_id)
+
+    async def _load(self) -> None:
+        log.info("worker %s: loading the %s model", self.worker_id, self.engines.preset)
+        started = time.monotonic()
+        try:
+            await self.on_gpu(self.engines.get)
+        except Exception as exc:
+            log.debug("loading the model failed", exc_info=exc)
+            raise ModelUnavailable(
+                f"cannot load the {self.engines.preset} model: {exc} "
+                "(`framepack-bot doctor` says what is missing)"
+            ) from exc
+        log.info("worker %s: ready in %.1f s", self.worker_id, time.monotonic() - started)
 
     # ---- execute -----------------------------------------------------------
 
@@ -474,6 +488,9 @@ async def run_worker(
         loop.add_signal_handler(sig, worker.stop)
     try:
         await worker.run()
+    except ModelUnavailable as exc:
+        log.error("worker %s: %s", worker.worker_id, exc)
+        return 1
     except EngineStalled as exc:
         log.error("worker %s: %s; exiting so that it can be restarted", worker.worker_id, exc)
         await store.close()

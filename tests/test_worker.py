@@ -26,7 +26,7 @@ from framepack.engine import FramePackEngine
 from framepack.events import EngineEvent, Section
 from framepack.params import GenerationParams
 from framepack.video import probe
-from framepack.worker import EngineStalled, Worker
+from framepack.worker import EngineStalled, Worker, run_worker
 from framepack.worker_engines import EngineSlot, generation_params
 from framepack.worker_events import StepThrottle
 from storage.config import Settings
@@ -373,3 +373,19 @@ async def test_an_engine_that_stops_giving_events_leaves_the_job_to_go_stale(
         return not any(t.name.startswith("gpu") for t in threading.enumerate())
 
     await wait_until(gpu_thread_ended, what="the GPU thread to end")
+
+
+async def test_a_model_that_cannot_load_stops_the_worker_with_a_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = write_config(
+        tmp_path,
+        model={"preset": "framepack"},
+        extra=f'[model.sources]\ntransformer = "{tmp_path / "missing"}"\n',
+    )
+    assert await run_worker(settings_of(config), burst=True) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot load the framepack model" in errors[0]
+    assert "is not a folder" in errors[0] and "framepack-bot doctor" in errors[0]
+    assert not any(r.exc_info for r in caplog.records)

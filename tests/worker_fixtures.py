@@ -28,8 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_STEPS = 2
 
 
-def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
-    """A config.toml in tmp_path: tiny preset at 64 px, every step an event, fast heartbeats."""
+def write_config(tmp_path: Path, extra: str = "", **sections: dict[str, Any]) -> Path:
+    """A config.toml in tmp_path: tiny preset at 64 px, every step an event, fast heartbeats.
+
+    `sections` override keys of those tables; `extra` is TOML appended as it is.
+    """
     tables: dict[str, dict[str, Any]] = {
         "storage": {"data_dir": str(tmp_path / "data")},
         "model": {"preset": "tiny", "device": "cpu"},
@@ -53,7 +56,7 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
                 value = str(value).lower()
             lines.append(f"{key} = {value}")
     path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 
