@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ from framepack.params import GenerationParams, check_params
 from framepack.prompts import section_prompts
 from framepack.sampling import Guidance, StepCancelled, denoise_section
 from framepack.schedulers import make_scheduler
-from framepack.video import encode_mp4
+from framepack.section_videos import SectionVideos
 
 log = logging.getLogger(__name__)
 
@@ -149,61 +149,61 @@ class FramePackEngine:
             )
 
         video = workdir / VIDEO_NAME
-        for spec in job.specs[done:]:
-            noise = section_noise(
-                (
-                    1,
-                    self.components.transformer.config.in_channels,
-                    params.latent_window,
-                    job.height // 8,
-                    job.width // 8,
-                ),
-                generator=generator,
-                device=self.device,
-            )
-            steps = denoise_section(
-                self.components.transformer,
-                make_scheduler(params.scheduler),
-                noise,
-                history.context(spec, end_latent),
-                prompt=job.prompts[spec.index],
-                image_embeds=job.image_embeds,
-                guidance=job.guidance,
-                steps=params.steps,
-                should_cancel=should_cancel,
-            )
-            try:
-                while True:
-                    step, preview = next(steps)
-                    yield Step(section=spec.index, step=step, steps=params.steps, preview=preview)
-            except StopIteration as finished:
-                latents = finished.value
-            except StepCancelled:
-                raise Cancelled(spec.index) from None
+        videos = SectionVideos(fps=params.fps, crf=params.crf, metadata=job.metadata)
+        try:
+            for spec in job.specs[done:]:
+                steps = denoise_section(
+                    self.components.transformer,
+                    make_scheduler(params.scheduler),
+                    self._noise(job, generator),
+                    history.context(spec, end_latent),
+                    prompt=job.prompts[spec.index],
+                    image_embeds=job.image_embeds,
+                    guidance=job.guidance,
+                    steps=params.steps,
+                    should_cancel=should_cancel,
+                )
+                try:
+                    while True:
+                        step, preview = next(steps)
+                        yield from videos.ready()  # the previous section's video, once written
+                        yield Step(
+                            section=spec.index, step=step, steps=params.steps, preview=preview
+                        )
+                except StopIteration as finished:
+                    latents = finished.value
+                except StepCancelled:
+                    yield from videos.wait()
+                    raise Cancelled(spec.index) from None
 
-            history.add(latents, spec)
-            frames.add(self._decode(history.decode_window(spec)))
-            save_checkpoint(
-                workdir / CHECKPOINT_NAME,
-                Checkpoint(
-                    job.fingerprint,
-                    spec.index + 1,
-                    history.generated,
-                    history.latents,
-                    history.start,
-                    end_latent,
-                    generator.get_state(),
-                ),
-            )
-            path = video if spec.is_last else workdir / partial_video_name(spec.index)
-            encode_mp4(frames.frames(), path, fps=params.fps, crf=params.crf, metadata=job.metadata)
-            yield Section(
-                section=spec.index, sections=len(job.specs), frames=len(frames), video=path
-            )
+                history.add(latents, spec)
+                frames.add(self._decode(history.decode_window(spec)))
+                save_checkpoint(
+                    workdir / CHECKPOINT_NAME,
+                    Checkpoint(
+                        job.fingerprint,
+                        spec.index + 1,
+                        history.generated,
+                        history.latents,
+                        history.start,
+                        end_latent,
+                        generator.get_state(),
+                    ),
+                )
+                yield from videos.wait()
+                section = Section(spec.index, len(job.specs), len(frames), video)
+                if spec.is_last:
+                    videos.write_final(frames.frames(), video)
+                    yield section
+                else:
+                    partial = replace(section, video=workdir / partial_video_name(spec.index))
+                    videos.start_partial(frames.frames(), partial)
+        finally:
+            videos.close()
 
         result = frames.frames()
         if done == len(job.specs):  # resumed after the last section: the video may be missing
-            encode_mp4(result, video, fps=params.fps, crf=params.crf, metadata=job.metadata)
+            videos.write_final(result, video)
         if on_frames is not None:
             on_frames(result)
         yield Done(
@@ -296,6 +296,12 @@ class FramePackEngine:
                 self.components, job.end_pixels, device=self.device, generator=generator
             )
         return kind.new(start, job.params.latent_window), end, 0
+
+    def _noise(self, job: _Job, generator: torch.Generator) -> torch.Tensor:
+        """A section's starting noise, from the job's generator (so a seed is a video)."""
+        channels = self.components.transformer.config.in_channels
+        shape = (1, channels, job.params.latent_window, job.height // 8, job.width // 8)
+        return section_noise(shape, generator=generator, device=self.device)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.components.vae

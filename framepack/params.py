@@ -35,7 +35,7 @@ class GenerationParams:
     resolution: int = 640  # base of the bucket set
     latent_window: int = 9  # latent frames sampled per section (4 video frames each)
     fps: int = 30
-    crf: int = 16  # H.264 quality of the MP4s; 0 would be lossless but plays black in many players
+    crf: int = 16  # H.264 quality of the MP4s (1-51, lower is better)
 
     def sections(self) -> int:
         """Number of sections, as the original computes it from the requested seconds."""
@@ -91,8 +91,11 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
         raise ValueError(f"latent_window must be at least 2, not {params.latent_window}")
     if not 1 <= params.fps <= 120:
         raise ValueError(f"fps must be between 1 and 120, not {params.fps}")
-    if not 0 <= params.crf <= 51:
-        raise ValueError(f"crf must be between 0 and 51, not {params.crf}")
+    if not 1 <= params.crf <= 51:
+        raise ValueError(
+            f"crf must be between 1 and 51, not {params.crf} "
+            "(0, lossless, plays as a black video in many players)"
+        )
     if has_end_image and params.sampler != "inverted":
         raise ValueError(
             "an end image needs the inverted sampler (the framepack model): "
