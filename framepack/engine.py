@@ -12,7 +12,8 @@ encode the prompts and the picture; resume from the checkpoint in `workdir` if
 it belongs to this job (re-decoding the finished sections, which is exact and
 cheap next to sampling them); then per section: denoise (a `Step` per step),
 add the latents to the history, decode the new frames and blend them in, save
-the checkpoint, write the video so far (`Section`); finally `Done`.
+the checkpoint, and write the video so far while the next section samples
+(`Section`, once written); finally `Done`.
 
 A job may thus run twice (resumed from its checkpoint); it ends with the same
 frames either way.
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from framepack.buckets import find_nearest_bucket, resize_and_center_crop
 from framepack.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
@@ -43,7 +44,7 @@ from framepack.conditioning import (
 )
 from framepack.events import Cancelled, Done, EngineEvent, Section, Started, Step
 from framepack.frames import FrameHistory
-from framepack.history import HISTORIES, LatentHistory, SectionSpec
+from framepack.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
 from framepack.memory import (
     WeightBytes,
     apply_memory_mode,
@@ -152,45 +153,19 @@ class FramePackEngine:
         videos = SectionVideos(fps=params.fps, crf=params.crf, metadata=job.metadata)
         try:
             for spec in job.specs[done:]:
-                steps = denoise_section(
-                    self.components.transformer,
-                    make_scheduler(params.scheduler),
-                    self._noise(job, generator),
-                    history.context(spec, end_latent),
-                    prompt=job.prompts[spec.index],
-                    image_embeds=job.image_embeds,
-                    guidance=job.guidance,
-                    steps=params.steps,
-                    should_cancel=should_cancel,
+                latents = yield from self._sample(
+                    job, spec, history.context(spec, end_latent), generator, videos, should_cancel
                 )
-                try:
-                    while True:
-                        step, preview = next(steps)
-                        yield from videos.ready()  # the previous section's video, once written
-                        yield Step(
-                            section=spec.index, step=step, steps=params.steps, preview=preview
-                        )
-                except StopIteration as finished:
-                    latents = finished.value
-                except StepCancelled:
-                    yield from videos.wait()
-                    raise Cancelled(spec.index) from None
-
                 history.add(latents, spec)
                 frames.add(self._decode(history.decode_window(spec)))
                 save_checkpoint(
                     workdir / CHECKPOINT_NAME,
                     Checkpoint(
-                        job.fingerprint,
-                        spec.index + 1,
-                        history.generated,
-                        history.latents,
-                        history.start,
-                        end_latent,
-                        generator.get_state(),
+                        job.fingerprint, spec.index + 1, history.generated, history.latents,
+                        history.start, end_latent, generator.get_state(),
                     ),
-                )
-                yield from videos.wait()
+                )  # fmt: skip
+                yield from videos.wait()  # at most one video in the works
                 section = Section(spec.index, len(job.specs), len(frames), video)
                 if spec.is_last:
                     videos.write_final(frames.frames(), video)
@@ -215,19 +190,55 @@ class FramePackEngine:
             metadata=job.metadata,
         )
 
+    def _sample(
+        self,
+        job: _Job,
+        spec: SectionSpec,
+        context: SectionContext,
+        generator: torch.Generator,
+        videos: SectionVideos,
+        should_cancel: Callable[[], bool],
+    ) -> Generator[EngineEvent, None, torch.Tensor]:
+        """Denoise one section: its `Step`s (and the previous section's video when it is
+        written); returns its latents."""
+        steps = denoise_section(
+            self.components.transformer,
+            make_scheduler(job.params.scheduler),
+            self._noise(job, generator),
+            context,
+            prompt=job.prompts[spec.index],
+            image_embeds=job.image_embeds,
+            guidance=job.guidance,
+            steps=job.params.steps,
+            should_cancel=should_cancel,
+        )
+        try:
+            while True:
+                step, preview = next(steps)
+                yield from videos.ready()
+                yield Step(section=spec.index, step=step, steps=job.params.steps, preview=preview)
+        except StopIteration as finished:
+            return finished.value
+        except StepCancelled:
+            yield from videos.wait()  # the last finished section's video still goes out
+            raise Cancelled(spec.index) from None
+
     def _prepare(
         self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None
     ) -> _Job:
         """Crop the pictures to their bucket and encode the prompts and the start picture."""
         c, device = self.components, self.device
         dtype = c.transformer.dtype
-        start_rgb = np.asarray(image.convert("RGB"))
+        # A phone photo's EXIF orientation says which way is up; the pixels alone do not.
+        start_rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
         height, width = find_nearest_bucket(*start_rgb.shape[:2], resolution=params.resolution)
         start_rgb = resize_and_center_crop(start_rgb, target_width=width, target_height=height)
         end_rgb = None
         if end_image is not None:
             end_rgb = resize_and_center_crop(
-                np.asarray(end_image.convert("RGB")), target_width=width, target_height=height
+                np.asarray(ImageOps.exif_transpose(end_image).convert("RGB")),
+                target_width=width,
+                target_height=height,
             )
 
         specs = HISTORIES[params.sampler].plan(params.sections())

@@ -67,6 +67,12 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
     parse_prompt(params.prompt)  # raises ValueError naming what is wrong with timed prompts
     if not math.isfinite(params.seconds) or params.seconds <= 0:
         raise ValueError(f"seconds must be a positive number, not {params.seconds}")
+    if (
+        isinstance(params.seed, bool)
+        or not isinstance(params.seed, int)
+        or not 0 <= params.seed < 2**63
+    ):
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, not {params.seed!r}")
     if not 1 <= params.steps <= 1000:
         raise ValueError(f"steps must be between 1 and 1000, not {params.steps}")
     if not math.isfinite(params.guidance) or params.guidance < 0:

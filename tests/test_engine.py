@@ -131,6 +131,17 @@ def test_resumed_job_ends_with_the_same_frames_and_fewer_steps(
     assert probe(resumed.done.video).frames == whole.done.frames
 
 
+def test_a_finished_job_run_again_samples_nothing(tmp_path: Path) -> None:
+    # The worker may die after the last section but before it records the job as done.
+    first = run_job(tmp_path, seconds=1.0)
+    (tmp_path / "video.mp4").unlink()
+    again = run_job(tmp_path, seconds=1.0)
+    assert again.started.first_section == again.started.sections == 1
+    assert not again.steps and not again.sections
+    assert np.array_equal(again.frames, first.frames)
+    assert probe(again.done.video).frames == first.done.frames == 37
+
+
 def test_cancel_stops_within_one_step_and_keeps_the_last_section(tmp_path: Path) -> None:
     early = run_job(tmp_path / "a", cancel_when=lambda e: isinstance(e, Step))
     assert early.cancelled is not None and early.cancelled.sections_done == 0
@@ -211,6 +222,7 @@ def test_real_cfg_needs_a_negative_prompt(tmp_path: Path) -> None:
     [
         ({"prompt": "  "}, "prompt is empty"),
         ({"steps": 0}, "steps must be"),
+        ({"seed": -1}, "seed must be"),
         ({"seconds": 0.0}, "seconds must be"),
         ({"seconds": float("nan")}, "seconds must be"),
         ({"cfg": 0.5}, "cfg must be"),
