@@ -33,6 +33,10 @@ class Requester:
     is_admin: bool = False
 
 
+# Discord shows options as fields of the slash command, not as --flags in the text.
+DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model …]"
+
+
 def help_text(settings: Settings, platform: str) -> str:
     gen = settings.generation
     how = (
@@ -41,16 +45,18 @@ def help_text(settings: Settings, platform: str) -> str:
         if platform == "telegram"
         else "Use /animate with an image attachment and a prompt."
     )
+    flag, usage = ("--", USAGE) if platform == "telegram" else ("", DISCORD_USAGE)
     lines = [
         "🎞 I animate pictures with FramePack.",
         how,
         "",
-        f"Usage: {USAGE}",
-        f"  --seconds  video length, 0.5 to {gen.max_seconds:g} (default {gen.seconds:g})",
-        "  --seed     a number, to get the same video again (default: random)",
-        f"  --steps    1 to {gen.max_steps} (default {gen.steps}); more is slower and finer",
-        f"  --guidance 1 to 32 (default {gen.guidance:g})",
-        "  --model    framepack (default) or f1",
+        f"Usage: {usage}",
+        f"  {flag}seconds  video length, 0.5 to {gen.max_seconds:g} (default {gen.seconds:g})",
+        f"  {flag}seed     a number, to get the same video again (default: random)",
+        f"  {flag}steps    1 to {gen.max_steps} (default {gen.steps}); more is slower and finer",
+        f"  {flag}guidance 1 to 32 (default {gen.guidance:g})",
+        f"  {flag}model    framepack (default) or f1",
+        *(["  end_image a picture to end on (framepack only)"] if not flag else []),
         "Per-section prompts: [0s: a man walks] [3s: he turns around]",
         "",
         "/queue — what is waiting · /status — your jobs · /cancel [job] — stop one",

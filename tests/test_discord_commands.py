@@ -44,7 +44,8 @@ async def test_queue_status_help_and_cancel(scene: Scene) -> None:
     assert (await say(scene, scene.alice, "status")).startswith("#1 queued, position 1")
 
     help_text = await say(scene, scene.alice, "help")
-    assert "/animate" in help_text and "/pause" not in help_text
+    assert "/animate image:<picture> prompt:<text>" in help_text and "--seconds" not in help_text
+    assert "/pause" not in help_text
     assert "Admin: /pause" in await say(scene, scene.mod, "help")
 
     assert await say(scene, scene.alice, "cancel", job=2) == (
