@@ -145,6 +145,11 @@ def _size(n: int) -> str:
     return f"{n / 1_000_000:.0f} MB" if n >= 1_000_000 else f"{n / 1000:.0f} kB"
 
 
+def _gateway_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("discord: the gateway connection ended for good", exc_info=task.exception())
+
+
 def _jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
@@ -176,16 +181,13 @@ class DiscordAdapter:
     # ---- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Log in, sync the commands, connect the gateway; return once serving."""
+        """Log in and sync the commands (a wrong token fails here), then connect the gateway
+        in the background: job messages can be edited before it is up, and a Discord
+        outage at start does not hold up the other platform and the tracker."""
         self._use_endpoints()
-        token = self.settings.token.reveal()
-        self._task = asyncio.create_task(self.client.start(token), name="discord client")
-        ready = asyncio.create_task(self.client.ready.wait())
-        done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            self._task.result()  # raises what stopped the client (a bad token: LoginFailure)
-            raise RuntimeError("the Discord client stopped before it was ready")
+        await self.client.login(self.settings.token.reveal())  # runs setup_hook
+        self._task = asyncio.create_task(self.client.connect(), name="discord gateway")
+        self._task.add_done_callback(_gateway_ended)
 
     def _use_endpoints(self) -> None:
         """Point discord.py at the configured API and gateway (a test double); discord.py

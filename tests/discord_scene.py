@@ -195,9 +195,12 @@ class Scene:
         await asyncio.wait_for(created.wait(), 10)
         ready = asyncio.create_task(self.adapter.client.ready.wait())
         await asyncio.wait({ready, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if self._task.done():
-            self._task.result()
-        assert ready.done(), "the bot was not ready within 10 s"
+        if not ready.done():
+            ready.cancel()
+            if self._task.done():
+                task, self._task = self._task, None
+                task.result()  # raises what stopped the bot
+            raise AssertionError("the bot was not ready within 10 s")
 
     async def stop(self) -> None:
         if self._task is not None and self._stop is not None:

@@ -119,6 +119,25 @@ async def test_a_job_finishing_after_the_interaction_token_expired_is_delivered(
     assert reply.webhook_errors == [], "nothing after the answer used the interaction token"
 
 
+async def test_a_job_finished_while_the_bot_was_down_is_delivered_when_it_starts(
+    scene: Scene,
+) -> None:
+    await scene.animate()
+    message = scene.job_message(1)
+    job = await scene.worker.claim()
+    await scene.stop()
+    await scene.worker.render_all(job)
+
+    await scene.start()
+    await scene.wait_for(lambda: message.embed["title"] == "✅ Done", "the finished video")
+    assert message.attachment("framepack-1.mp4").size > 0
+    await scene.wait_delivered(1)
+
+    await scene.discord.reconnect_gateway()  # Discord drops the gateway now and then
+    reply = await scene.animate()
+    assert reply.replies[0].content.startswith("✅ Queued as job #2.")
+
+
 async def test_buttons_work_after_a_restart_and_refuse_other_users(scene: Scene) -> None:
     fake = scene.discord
     await scene.animate()
@@ -201,6 +220,13 @@ async def test_every_kind_of_bad_input_gets_an_ephemeral_explanation_and_no_job(
         )  # fmt: skip
         assert "end image works with --model framepack only" in await scene.answered(reply)
 
+        reply = await fake.slash(
+            scene.alice, scene.channel, "animate",
+            image=fake.upload(png(), "a.png"), prompt="a cat",
+            end_image=fake.upload(b"not a picture", "end.png"),
+        )  # fmt: skip
+        assert "Send a PNG, JPEG or WebP end image" in await scene.answered(reply)
+
         expired = fake.upload(png(), "old.png", expires_after=60)
         fake.advance(61)
         reply = await fake.slash(
@@ -211,6 +237,22 @@ async def test_every_kind_of_bad_input_gets_an_ephemeral_explanation_and_no_job(
         assert await scene.jobs() == []
         assert scene.channel.messages == []
         assert list(scene.data.inputs.iterdir()) == [], "no picture kept for a refused job"
+
+
+async def test_an_end_image_goes_with_the_job(scene: Scene) -> None:
+    fake = scene.discord
+    reply = await fake.slash(
+        scene.alice, scene.channel, "animate",
+        image=fake.upload(png(), "start.png"), prompt="a red square turns blue",
+        end_image=fake.upload(png(colour=(20, 20, 220)), "end.png"), seconds=2.5, seed=42,
+        steps=10, guidance=6.5, model="framepack",
+    )  # fmt: skip
+    assert (await scene.answered(reply)).startswith("✅ Queued as job #1.")
+    job = await scene.job(1)
+    assert (job.params.seconds, job.params.seed, job.params.steps) == (2.5, 42, 10)
+    assert (job.params.guidance, job.params.model) == (6.5, "framepack")
+    assert job.end_image_path and Path(job.end_image_path).exists()
+    assert "seed 42 · 2.5 s · 10 steps · framepack" in embed_text(scene.job_message(1))
 
 
 async def test_a_video_over_the_upload_limit_arrives_re_encoded_under_it(

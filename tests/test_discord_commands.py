@@ -13,6 +13,7 @@ from typing import Any
 import discord
 import pytest
 
+from storage.config import Secret
 from storage.records import JobStatus
 from tests.discord_scene import Scene, discord_scene, embed_text
 from tests.fakes.discord_harness import FakeUser, HarnessError
@@ -233,3 +234,12 @@ async def test_a_channel_where_the_bot_cannot_post_queues_nothing(scene: Scene) 
     assert job.status is JobStatus.CANCELLED and job.delivered_at is not None
     await asyncio.sleep(0.3)  # the tracker has seen the job: it must not post it either
     assert scene.channel.messages == []
+
+
+async def test_a_wrong_token_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with discord_scene(tmp_path, monkeypatch) as scene:
+        scene.configure(token=Secret("not-the-bot-token"))
+        with pytest.raises(discord.LoginFailure):
+            await scene.start()
