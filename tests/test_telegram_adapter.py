@@ -1,0 +1,562 @@
+"""The Telegram adapter against the fake Bot API, with a stand-in for the GPU worker.
+
+The real `Application` long-polls `FakeTelegram` on loopback inside `run_bots` (the
+bot process's loop); the stand-in writes the events and files the worker writes.
+Tests read what users would see: the bot's messages and every state they went
+through. The end-to-end tests with the real worker are in test_telegram_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.progress import render
+from bot.telegram_adapter import PLATFORM, upload_limit
+from bot.telegram_render import Shown, parse_callback, utf16_len
+from storage.config import TelegramSettings
+from storage.records import JobStatus
+from storage.store import JobStore
+from tests.fakes.telegram_api import CAPTION_LIMIT, FakeTelegram, FileLimits, MiB
+from tests.telegram_harness import (
+    ADMIN,
+    GROUP,
+    OTHER,
+    USER,
+    StandInWorker,
+    job_messages,
+    make_settings,
+    png,
+    replies,
+    running_bot,
+)
+
+# python-telegram-bot warns about its own RetryAfter constructor (the int form of retry_after).
+pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:DeprecationWarning")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as tg:
+        yield tg
+
+
+async def all_jobs(settings) -> list:
+    async with await JobStore.open(settings.database_path) as store:
+        return [job for s in JobStatus for job in await store.jobs_of(PLATFORM, str(USER), [s])]
+
+
+def captions(message) -> list[str]:
+    return [state.text for state in message.history]
+
+
+# ---- a job's message ---------------------------------------------------------------------
+
+
+async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_video(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        sent = fake.user_sends_photo(
+            user_id=USER, image=png(), caption="/animate a cat waves --seconds 2 --seed 7"
+        )
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        assert message.reply_to_message_id == sent.message_id
+        assert message.kind == "photo" and message.text.startswith("⏳ Queued · position 1")
+        assert "a cat waves" in message.text and "seed 7 · 2 s" in message.text
+        assert "random noise" in message.text  # the tiny preset says so
+        assert [b.text for b in message.buttons] == ["✖ Cancel"]
+        assert message.buttons[0].callback_data.startswith("fpb:cancel:")
+
+        job = await worker.claim()
+        await worker.start(job)
+        preview = await worker.step(job, 0, 1)
+        await fake.wait_for(lambda: message.kind == "photo" and "Rendering" in message.text)
+        assert "section 1/2 · step 1/3" in message.text
+        await fake.wait_for(lambda: message.media == preview.read_bytes())
+        partial = await worker.section(job, 0)
+        await fake.wait_for(lambda: message.kind == "video")
+        assert message.media == partial.read_bytes()
+        assert "Rendering" in message.text and [b.text for b in message.buttons] == ["✖ Cancel"]
+        done = await worker.finish(job)
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+
+    assert message.kind == "video" and message.media == Path(done.result_path).read_bytes()
+    assert "rendered in 12 s" in message.text and "seed 7" in message.text
+    assert [b.text for b in message.buttons] == ["🎲 Re-roll", "🗑 Delete"]
+    kinds = [s.kind for s in message.history]
+    assert kinds[0] == "photo" and kinds[-1] == "video"
+    heads = [s.text.split("\n")[0] for s in message.history]
+    assert heads[0].startswith("⏳ Queued") and heads[-1] == "✅ Done"
+    assert any(h.startswith("🎞 Rendering") for h in heads)
+    assert len(job_messages(fake, USER)) == 1 and replies(fake, USER) == []
+    assert any(a.action == "upload_video" for a in fake.chat_actions)
+    assert all(call.ok for call in fake.calls if call.method.startswith("edit"))
+    async with await JobStore.open(settings.database_path) as store:
+        assert (await store.get(job.id)).delivered_at is not None
+    await worker.close()
+
+
+async def test_a_reply_to_a_picture_and_an_image_file_both_queue(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake):
+        photo = fake.user_sends_photo(user_id=USER, image=png(color="blue"))
+        await fake.wait_for(lambda: replies(fake, USER))  # the hint for a bare picture
+        assert "caption /animate" in replies(fake, USER)[0]
+        command = fake.user_sends_text(
+            user_id=USER, text="/animate the sea moves", reply_to=photo.message_id
+        )
+        fake.user_sends_document(
+            user_id=USER,
+            data=png(color="green"),
+            file_name="green.png",
+            mime_type="image/png",
+            caption="/animate grass grows",
+        )
+        await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2)
+    by_prompt = {m.text.split("\n")[1]: m for m in job_messages(fake, USER)}
+    assert by_prompt.keys() == {"🎬 the sea moves", "🎬 grass grows"}
+    assert by_prompt["🎬 the sea moves"].reply_to_message_id == command.message_id
+    assert len(await all_jobs(settings)) == 2
+
+
+async def test_groups_serve_commands_addressed_to_this_bot_only(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    group = {"chat_id": GROUP, "chat_type": "group"}
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate@other_bot x", **group)
+        fake.user_sends_text(user_id=USER, text="/queue@other_bot", **group)
+        fake.user_sends_photo(
+            user_id=USER, image=png(), caption="/animate@framepack_test_bot a dog runs", **group
+        )
+        await fake.wait_for(lambda: job_messages(fake, GROUP))
+        fake.user_sends_text(user_id=USER, text="/queue@framepack_test_bot", **group)
+        await fake.wait_for(lambda: replies(fake, GROUP))
+    (message,) = job_messages(fake, GROUP)
+    assert "a dog runs" in message.text
+    assert len(replies(fake, GROUP)) == 1 and "#1" in replies(fake, GROUP)[0]
+    assert len(await all_jobs(settings)) == 1
+
+
+# ---- buttons and commands ----------------------------------------------------------------
+
+
+async def test_cancel_reroll_and_delete_buttons_for_the_owner_only(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat --seed 1")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        cancel = message.button("Cancel").callback_data
+        # another user in the same chat (a group would do the same) is refused with an alert
+        press = {"chat_id": USER, "message_id": message.message_id}
+        fake.user_presses_button(user_id=OTHER, data=cancel, **press)
+        await fake.wait_for(lambda: fake.answered_callbacks)
+        refused = fake.answered_callbacks[-1]
+        assert refused.show_alert and "Only the person who asked" in refused.text
+
+        job = await worker.claim()
+        await worker.run(job)
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+        reroll = message.button("Re-roll").callback_data
+        fake.user_presses_button(user_id=USER, data=reroll, **press)
+        await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2)
+        again = job_messages(fake, USER)[1]
+        assert again.reply_to_message_id == message.message_id
+        assert again.text.startswith("⏳ Queued") and "a cat" in again.text
+        assert "seed 1 ·" not in again.text  # a new seed
+        assert "Queued again as job" in fake.answered_callbacks[-1].text
+
+        fake.user_presses_button(
+            user_id=USER, chat_id=USER, message_id=again.message_id,
+            data=again.button("Cancel").callback_data,
+        )  # fmt: skip
+        await fake.wait_for(lambda: again.text.startswith("✖ Cancelled"))
+        assert [b.text for b in again.buttons] == ["🎲 Re-roll"]
+
+        fake.user_presses_button(user_id=USER, data=message.button("Delete").callback_data, **press)
+        await fake.wait_for(lambda: message.deleted)
+    jobs = await all_jobs(settings)
+    assert sorted(j.status for j in jobs) == [JobStatus.CANCELLED, JobStatus.DONE]
+    await worker.close()
+
+
+async def test_cancel_of_a_running_job_stops_it_at_the_next_step(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        job = await worker.claim()
+        await worker.start(job)
+        await worker.step(job, 0, 1)
+        await fake.wait_for(lambda: "Rendering" in message.text)
+        fake.user_sends_text(user_id=USER, text="/cancel")
+        await fake.wait_for(lambda: replies(fake, USER))
+        assert replies(fake, USER) == [f"Job #{job.id} is stopping; it ends at the next step."]
+        await worker.stop_cancelled(job)  # the worker reads the flag before its next step
+        await fake.wait_for(lambda: message.text.startswith("✖ Cancelled"))
+        fake.user_sends_text(user_id=USER, text="/cancel")
+        await fake.wait_for(lambda: len(replies(fake, USER)) == 2)
+    assert replies(fake, USER)[1] == "You have no job waiting or rendering."
+    await worker.close()
+
+
+async def test_help_queue_status_and_admin_commands(tmp_path: Path, fake: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake):
+
+        async def ask(*questions: tuple[int, str]) -> list[str]:
+            """Several users ask at once (one chat each): their answers."""
+            counts = {user: len(replies(fake, user)) for user, _ in questions}
+            for user, text in questions:
+                fake.user_sends_text(user_id=user, text=text)
+            await fake.wait_for(lambda: all(len(replies(fake, u)) > n for u, n in counts.items()))
+            return [replies(fake, user)[counts[user]] for user, _ in questions]
+
+        start, admin_help, refused = await ask(
+            (USER, "/start"), (ADMIN, "/help"), (OTHER, "/pause")
+        )
+        assert "random noise" in start and "/animate <prompt>" in start and "Admin" not in start
+        assert "Admin: /pause" in admin_help and "for the bot's admins" in refused
+        queue, status, unknown = await ask((USER, "/queue"), (OTHER, "/status"), (ADMIN, "/dance"))
+        assert "empty" in queue and "no jobs yet" in status and "I don't know /dance" in unknown
+        (paused,) = await ask((ADMIN, "/pause"))
+        assert "Queue paused" in paused
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        assert "paused by an admin" in message.text
+        queue, status, resumed = await ask((USER, "/queue"), (OTHER, "/queue"), (ADMIN, "/resume"))
+        assert "#1 (you)" in queue and "#1 ·" in status and "resumed" in resumed
+        await fake.wait_for(lambda: "paused" not in message.text)
+        (status,) = await ask((USER, "/status"))
+        assert "#1 queued, position 1" in status
+        (banned,) = await ask((ADMIN, f"/ban {USER} spam"))
+        assert "banned" in banned
+        await fake.wait_for(lambda: message.text.startswith("✖ Cancelled"))
+        count = len(replies(fake, USER))
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate again")
+        await fake.wait_for(lambda: len(replies(fake, USER)) > count)
+        assert "not allowed" in replies(fake, USER)[-1]
+        unbanned, usage = await ask((ADMIN, f"/unban {USER}"), (OTHER, "/cancel soon"))
+        assert "may queue jobs again" in unbanned and "Usage: /cancel" in usage
+    assert [c["command"] for c in fake.commands][:1] == ["animate"]
+    assert len(job_messages(fake, USER)) == 1
+
+
+async def test_only_the_allowed_chats_are_served(tmp_path: Path, fake: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, fake, telegram={"allowed_chats": [GROUP]})
+    async with running_bot(settings, fake):
+        fake.user_sends_text(user_id=USER, text="/help")
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        fake.user_sends_text(user_id=USER, text="/help", chat_id=GROUP, chat_type="group")
+        await fake.wait_for(lambda: replies(fake, GROUP))
+        await fake.wait_for(lambda: fake.pending_updates == 0)
+    assert fake.messages(USER) == [] and await all_jobs(settings) == []
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+def gif(frames: int) -> bytes:
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue", "green")[:frames]]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=frames > 1, append_images=images[1:], duration=100)
+    return out.getvalue()
+
+
+BAD_INPUT = {
+    "no picture": ({"text": "/animate a cat"}, "I need a picture"),
+    "no prompt": ({"photo": True, "caption": "/animate"}, "Say what should happen"),
+    "unknown option": ({"photo": True, "caption": "/animate a cat --fps 60"}, "Unknown option"),
+    "bad value": ({"photo": True, "caption": "/animate a cat --steps many"}, "whole number"),
+    "out of range": ({"photo": True, "caption": "/animate a cat --seconds 999"}, "between 0.5"),
+    "bad model": ({"photo": True, "caption": "/animate a cat --model sd"}, "framepack or f1"),
+    "not an image": (
+        {"document": (b"%PDF-1.4 hello", "cat.pdf", "application/pdf")},
+        "not a picture I can read",
+    ),
+    "corrupt": ({"document": (png()[:300], "cut.png", "image/png")}, "damaged"),
+    "too many pixels": (
+        {"document": (png(1200, 1000), "big.png", "image/png")},
+        "megapixels",
+    ),
+    "animated file": ({"document": (gif(3), "moving.gif", "image/gif")}, "animated"),
+    "animation": ({"animation": True}, "animated"),
+    "too small": ({"document": (png(8, 8), "tiny.png", "image/png")}, "at least 32"),
+    "over 20 MB": (
+        {"document": (bytes(21 * MiB), "huge.png", "image/png")},
+        "I can take at most 20 MB",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+async def test_bad_input_gets_an_explanation_and_no_job(
+    case: str, tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake, generation={"max_image_pixels": 1_000_000})
+    sends, expected = BAD_INPUT[case]
+    async with running_bot(settings, fake):
+        caption = sends.get("caption", "/animate a cat")
+        if "text" in sends:
+            fake.user_sends_text(user_id=USER, text=sends["text"])
+        elif "photo" in sends:
+            fake.user_sends_photo(user_id=USER, image=png(), caption=caption)
+        elif "animation" in sends:
+            fake.user_sends_animation(user_id=USER, data=gif(3), caption=caption)
+        else:
+            data, name, mime = sends["document"]
+            fake.user_sends_document(
+                user_id=USER, data=data, file_name=name, mime_type=mime, caption=caption
+            )
+        (answer,) = await fake.wait_for(lambda: replies(fake, USER))
+    assert expected in answer, answer
+    assert job_messages(fake, USER) == [] and await all_jobs(settings) == []
+    if case == "over 20 MB":
+        assert fake.calls_to("getFile") == [] and fake.downloads == []  # refused before
+    assert list((tmp_path / "inputs").glob("*")) == []
+
+
+# ---- Telegram's limits -------------------------------------------------------------------
+
+
+async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake) as adapter:
+        fake.force_retry_after("sendPhoto", 1)
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER), timeout=10)
+        first, second = fake.calls_to("sendPhoto")
+        assert first.status == 429 and second.ok and second.at - first.at >= 1.0
+
+        job = await worker.claim()
+        fake.force_retry_after("editMessageMedia", 1, times=2)
+        await worker.run(job)
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=15)
+    assert message.kind == "video"
+    assert adapter.retry_afters == 3 and fake.too_many_requests == 3
+    media_edits = fake.calls_to("editMessageMedia")
+    assert [c.status for c in media_edits[:3]] == [429, 429, 200]
+    assert media_edits[2].at - media_edits[0].at >= 2.0
+    await worker.close()
+
+
+async def test_many_jobs_in_one_group_keep_to_the_flood_limits(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """Three users' jobs in one group: sends and edits paced to one a second, no 429."""
+    fake.flood = fake.flood.strict()
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    group = {"chat_id": GROUP, "chat_type": "group"}
+    async with running_bot(settings, fake):
+        for user in (USER, OTHER, ADMIN):
+            fake.user_sends_photo(user_id=user, image=png(), caption="/animate a cat", **group)
+        await fake.wait_for(lambda: len(job_messages(fake, GROUP)) == 3, timeout=10)
+        job = await worker.claim()
+        await worker.run(job, sections=1, steps=1)
+        await fake.wait_for(
+            lambda: all(not m.text.startswith("⏳ Queued · position 3") for m in
+                        job_messages(fake, GROUP)) and any(
+                m.text.startswith("✅") for m in job_messages(fake, GROUP)),
+            timeout=15,
+        )  # fmt: skip
+    assert fake.provoked_429s == 0
+
+
+async def test_an_unchanged_edit_is_never_sent_and_not_modified_is_taken_as_done(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake) as adapter:
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        store = adapter.store
+        (job,) = await store.waiting()
+        view = render(job, None, await store.position(job.id), tiny=True)
+        await adapter.show(job, view)
+        await adapter.show(job, view)
+        await asyncio.sleep(0.3)
+        assert fake.calls_to("editMessageCaption") == []  # it shows that already
+        # A state that lost track (a crash between an edit and its record): Telegram
+        # answers "message is not modified", which means it shows what we want.
+        ref = await store.message(job.id, PLATFORM)
+        await store.update_message_state(job.id, PLATFORM, {**ref.state, "caption": "stale"})
+        await adapter.show(job, view)
+        await fake.wait_for(lambda: fake.calls_to("editMessageCaption"))
+        await asyncio.sleep(0.3)
+        (edit,) = fake.calls_to("editMessageCaption")
+        assert edit.status == 400 and "not modified" in edit.description
+        assert Shown.load((await store.message(job.id, PLATFORM)).state) == Shown.of(view, job.id)
+    assert message.edits == 0
+
+
+async def test_a_long_prompt_is_cut_in_the_caption_and_the_facts_stay(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    prompt = "🐈 a cat " + "walks slowly across the garden at dawn " * 24
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(
+            user_id=USER, image=png(), caption=f"/animate {prompt[:990]} --seed 31337"
+        )
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        job = await worker.claim()
+        await worker.run(job)
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+    for state in message.history:
+        assert utf16_len(state.text) <= CAPTION_LIMIT
+        assert "seed 31337" in state.text and "random noise" in state.text
+        assert "…" in state.text  # the prompt was cut
+    assert not any(c.description and "too long" in c.description for c in fake.calls)
+    await worker.close()
+
+
+async def test_a_video_over_the_upload_limit_arrives_as_the_fitted_copy(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """50 MB in earnest; here 1 MB, with the fake refusing larger uploads alike."""
+    fake.file_limits = FileLimits(upload=1 * MiB)
+    settings = make_settings(tmp_path, fake, telegram={"upload_limit_mb": 1})
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        for n in range(2):
+            fake.user_sends_photo(user_id=USER, image=png(), caption=f"/animate cat {n}")
+        await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2)
+        fitted_msg, too_big_msg = job_messages(fake, USER)
+        job = await worker.claim()
+        assert job.upload_limit == 1_000_000  # recorded when it was queued
+        await worker.start(job, 1, 1)
+        fitted = await worker.finish(job, size=2 * MiB, delivery_size=600_000)
+        await fake.wait_for(lambda: fitted_msg.text.startswith("✅ Done"), timeout=10)
+        job = await worker.claim()
+        await worker.start(job, 1, 1)
+        await worker.finish(job, size=2 * MiB)  # no copy fits (the worker could not fit it)
+        await fake.wait_for(lambda: too_big_msg.text.startswith("✅ Done"), timeout=10)
+    assert fitted_msg.kind == "video"
+    assert fitted_msg.media == Path(fitted.delivery_path).read_bytes()
+    assert too_big_msg.kind == "photo" and "more than the 1 MB Telegram lets" in too_big_msg.text
+    assert not any(c.status == 413 for c in fake.calls)
+    await worker.close()
+
+
+async def test_a_lower_upload_limit_than_configured_is_learnt_from_telegram(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    fake.file_limits = FileLimits(upload=1 * MiB)  # the server takes less than the config says
+    settings = make_settings(tmp_path, fake, telegram={"upload_limit_mb": 50})
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        job = await worker.claim()
+        await worker.start(job, 1, 1)
+        done = await worker.finish(job, size=2 * MiB, delivery_size=2 * MiB)
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+    assert message.kind == "photo" and "Telegram refused the video (2 MB)" in message.text
+    assert Path(done.result_path).exists()
+
+
+def test_upload_limits_follow_the_server() -> None:
+    assert upload_limit(TelegramSettings()) == 50_000_000
+    assert upload_limit(TelegramSettings(base_url="http://localhost:8081/bot")) == 2_000_000_000
+    assert upload_limit(TelegramSettings(upload_limit_mb=20)) == 20_000_000
+
+
+def test_callback_data_names_the_action_and_the_job() -> None:
+    assert parse_callback("fpb:reroll:12") == ("reroll", 12)
+    assert parse_callback("fpb:explode:12") is None
+    assert parse_callback("other:cancel:1") is None
+    assert parse_callback("fpb:cancel:") is None
+
+
+# ---- restarts ----------------------------------------------------------------------------
+
+
+async def test_a_restarted_bot_edits_the_same_message_and_delivers_once(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        job = await worker.claim()
+        await worker.start(job)
+        await worker.step(job, 0, 1)
+        await fake.wait_for(lambda: "Rendering" in message.text)
+    # the bot is down: the job goes on and finishes
+    await worker.step(job, 0, 3)
+    await worker.section(job, 0)
+    await worker.section(job, 1)
+    await worker.finish(job)
+    async with running_bot(settings, fake):
+        await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+        cancel_press = message.history[0].keyboard[0][0].callback_data
+    async with running_bot(settings, fake):  # and once more: nothing is sent again
+        await asyncio.sleep(0.5)
+    assert len(job_messages(fake, USER)) == 1
+    assert [s.text.startswith("✅ Done") for s in message.history].count(True) == 1
+    assert message.kind == "video" and message.edits == len(message.history) - 1
+    assert parse_callback(cancel_press) == ("cancel", job.id)
+    await worker.close()
+
+
+async def test_a_job_message_deleted_by_the_user_gets_its_video_in_a_new_reply(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    worker = await StandInWorker.open(settings)
+    async with running_bot(settings, fake):
+        sent = fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        message.deleted = True  # "delete for both" in a private chat
+        job = await worker.claim()
+        await worker.run(job)
+        await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2, timeout=10)
+    video = job_messages(fake, USER)[1]
+    assert video.kind == "video" and video.text.startswith("✅ Done")
+    assert video.reply_to_message_id == sent.message_id
+
+
+async def test_a_caption_fits_even_when_emoji_count_twice() -> None:
+    from bot.progress import JobView, Media
+    from bot.telegram_render import caption
+
+    view = JobView(
+        job_id=3,
+        status=JobStatus.QUEUED,
+        headline="⏳ Queued · position 1",
+        prompt="🐈" * 2000,
+        details=("seed 1 · 5 s · 25 steps · framepack",),
+        media=Media("photo", "/x.png"),
+        buttons=(),
+        final=False,
+    )
+    text = caption(view, 3)
+    assert utf16_len(text) <= CAPTION_LIMIT and text.endswith("job #3")
+    assert "seed 1" in text
+    assert dataclasses.replace(view, prompt="short").text() in caption(
+        dataclasses.replace(view, prompt="short"), 3
+    )
