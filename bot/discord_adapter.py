@@ -19,6 +19,10 @@ Discord's rules shape three choices here:
 - The database is the source of truth: the message of a job and what it shows
   (a digest) are stored beside the job, so an unchanged view is never sent
   again, not even after a restart.
+
+No `from __future__ import annotations` here: the annotations of the command
+callbacks carry the config's bounds (`Range[float, 0.5, max_seconds]`) and
+discord.py reads them when the commands are built.
 """
 
 import asyncio
@@ -26,7 +30,7 @@ import contextlib
 import io
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -669,13 +673,3 @@ def build_commands(adapter: DiscordAdapter) -> list[app_commands.Command]:
 def create_discord_adapter(service: BotService, on_change: Callable[[], None]) -> DiscordAdapter:
     """The factory `bot.app.run_bots` calls when `[discord] enabled = true`."""
     return DiscordAdapter(service, on_change)
-
-
-@contextlib.asynccontextmanager
-async def running(adapter: DiscordAdapter) -> AsyncIterator[DiscordAdapter]:
-    """Start `adapter` and stop it on exit (tests and scripts)."""
-    await adapter.start()
-    try:
-        yield adapter
-    finally:
-        await adapter.stop()
