@@ -1,6 +1,6 @@
 """The engine against diffusers' HunyuanVideoFramepackPipeline, in one run.
 
-    python benchmarks/engine.py [--seconds 5] [--steps 25] [--repeats 3] [--sampler inverted]
+    python benchmarks/engine.py [--seconds 5] [--steps 25] [--repeats 3] [--threads N]
     python benchmarks/engine.py --full [--modes high,offload,low] [--steps 25]
 
 Default: the tiny preset on the CPU, the same job (picture, prompt, seed, flow-match
@@ -396,7 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sampler", choices=["inverted", "forward"], default="inverted")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is steadier on a busy machine)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return full(args) if args.full else tiny(args)
 
 
