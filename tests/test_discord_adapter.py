@@ -100,6 +100,13 @@ async def test_animate_goes_queued_rendering_partial_video_finished_video(scene:
     assert len(scene.channel.messages) == 1
 
 
+async def test_a_slow_download_does_not_delay_the_acknowledgement(scene: Scene) -> None:
+    scene.discord.download_delay = 4.0  # seconds of the fake's clock per CDN download
+    reply = await scene.animate()
+    assert reply.thinking and not reply.failed and (reply.ack_seconds or 0) < 3
+    assert reply.replies[0].content.startswith("✅ Queued as job #1.")
+
+
 async def test_a_job_finishing_after_the_interaction_token_expired_is_delivered(
     scene: Scene,
 ) -> None:
