@@ -113,7 +113,7 @@ async def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path)
     config = write_config(tmp_path)
     settings = settings_of(config)
     store = await open_store(settings)
-    ids = [await enqueue(store, settings, f"user{i % 4}") for i in range(8)]
+    ids = [await enqueue(store, settings, f"user{i % 3}") for i in range(6)]
     workers = [WorkerProcess.start(config, burst=True, name=f"w{n}") for n in range(2)]
     codes = await asyncio.gather(*(w.wait() for w in workers))
     assert codes == [0, 0], [w.log for w in workers]
