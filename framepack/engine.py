@@ -260,7 +260,8 @@ class FramePackEngine:
         image_embeds = encode_image_features(c, start_pixels, device=device, dtype=dtype)
 
         fingerprint = hashlib.sha256()
-        for part in (params.fingerprint(), c.preset, str(c.is_random)):
+        weights = c.transformer.config.get("_name_or_path", "")  # which checkpoint, if loaded
+        for part in (params.fingerprint(), c.preset, str(c.is_random), weights):
             fingerprint.update(part.encode())
         for rgb in (start_rgb, end_rgb):
             fingerprint.update(b"-" if rgb is None else rgb.tobytes())

@@ -48,7 +48,7 @@ def denoise_section(
     dtype = transformer.dtype
     tokens = noise.shape[2] * noise.shape[3] * noise.shape[4] / transformer.config.patch_size**2
     set_section_timesteps(scheduler, steps, tokens=tokens, device=noise.device)
-    timesteps = model_timesteps(scheduler)
+    timesteps = model_timesteps(scheduler).to(noise.device)  # UniPC keeps its tables on the CPU
     fixed = {
         "image_embeds": image_embeds,
         "indices_latents": context.indices_latents,
