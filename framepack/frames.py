@@ -58,6 +58,11 @@ class FrameHistory:
             if settled.shape[2]:
                 self._final.append(to_uint8(settled))
 
+    @property
+    def unsettled(self) -> int:
+        """How many frames a later section may still blend into (kept as floats)."""
+        return 0 if self._open is None else self._open.shape[2]
+
     def __len__(self) -> int:
         open_frames = 0 if self._open is None else self._open.shape[2]
         return open_frames + sum(chunk.shape[0] for chunk in self._final)

@@ -102,10 +102,6 @@ def test_forward_sections_grow_the_video_at_its_end(tmp_path: Path) -> None:
     assert [s.frames for s in run.sections] == expected_section_frames(params) == [37, 73]
     assert [probe(s.video).frames for s in run.sections] == [37, 73]
     assert run.done.frames == 73
-    # The forward order's first frames are final after the first section.
-    first = read_frames(run.sections[0].video)
-    last = read_frames(run.done.video)
-    assert np.abs(first[:4].astype(int) - last[:4]).mean() < 3  # equal up to H.264
 
 
 @pytest.mark.parametrize("sampler", ["inverted", "forward"])
