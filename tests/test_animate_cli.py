@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def animate(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        "HF_HUB_OFFLINE": "1",  # the tiny model must not need the network
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(

@@ -61,6 +61,19 @@ def test_components_load_from_local_folders(saved: Path) -> None:
     assert events[-1].frames == 37
 
 
+def test_the_tiny_model_is_the_same_on_every_build() -> None:
+    from framepack.tiny import build_tiny_components
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    again = build_tiny_components()
+    assert torch.equal(torch.rand(1), before)  # the caller's random state is left alone
+    for name, model in tiny_components().models().items():
+        other = again.models()[name].state_dict()
+        assert all(torch.equal(t, other[k]) for k, t in model.state_dict().items()), name
+
+
 def test_the_tiny_preset_loads_nothing() -> None:
     components = load_components(ModelSettings(preset="tiny", sources={"vae": "/nowhere"}))
     assert components.is_random and components.preset == "tiny"
