@@ -648,15 +648,16 @@ class StoreCore:
         waiting = self.waiting()
         running = self.running()
         now = self.clock()
-        workers = max(1, len(running))
-        busy = []
+        # one worker may hold two running jobs for a moment (one finishing its
+        # upload copy off the GPU): count workers, not jobs
+        busy: dict[str | None, float] = {}
         for job in running:
-            total = self.estimate_duration(job.params)
-            busy.append(max(0.0, total - (now - (job.started_at or now))))
+            left = max(0.0, self.estimate_duration(job.params) - (now - (job.started_at or now)))
+            busy[job.worker_id] = max(busy.get(job.worker_id, 0.0), left)
         out: dict[int, QueuePosition] = {}
         durations: dict[JobParams, float] = {}
         # Waiting jobs run in order on the first worker to free up.
-        free_at = sorted(busy) + [0.0] * (workers - len(busy))
+        free_at = sorted(busy.values()) or [0.0]
         for index, job in enumerate(waiting):
             if job.params not in durations:
                 durations[job.params] = self.estimate_duration(job.params)
