@@ -255,7 +255,7 @@ def random_components(
     )
 
     from framepack.schedulers import make_scheduler
-    from framepack.tiny import _siglip_processor_class, clip_tokenizer, llama_tokenizer
+    from framepack.tiny import clip_tokenizer, llama_tokenizer, siglip_processor_class
 
     noise = torch.randn(1 << 20, generator=torch.Generator().manual_seed(0)) * 0.02
 
@@ -296,7 +296,7 @@ def random_components(
         ),
         tokenizer_2=tokenizer_2,
         image_encoder=small(SiglipVisionModel(SiglipVisionConfig(**siglip)), dtype),
-        feature_extractor=_siglip_processor_class()(
+        feature_extractor=siglip_processor_class()(
             size={"height": siglip["image_size"], "width": siglip["image_size"]},
             image_mean=[0.5] * 3,
             image_std=[0.5] * 3,

@@ -31,29 +31,13 @@ IMAGE_DIM = 16  # SigLIP hidden size, the transformer's image_proj_dim
 IMAGE_SIZE = 32  # SigLIP input side
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (the ByteLevel alphabet)."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
-
-
 def _byte_tokenizer(
     *, bos: str, eos: str, add_eos: bool, specials: tuple[str, ...], max_length: int
 ) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer without merges: every byte of every prompt is a token,
     so distinct prompts always give distinct ids (unlike a word list with [UNK])."""
-    vocab = {char: i for i, char in enumerate(_bytes_to_unicode().values())}
+    # the 256 printable stand-ins of bytes that byte-level BPE (GPT-2, Llama 3) uses
+    vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -89,7 +73,7 @@ def clip_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _siglip_processor_class() -> type:
+def siglip_processor_class() -> type:
     """SigLIP's PIL-backed processor: the same pixels with or without torchvision installed."""
     try:
         from transformers import SiglipImageProcessorPil  # transformers >= 5
@@ -107,7 +91,7 @@ def build_tiny_components(
     """The tiny model, identical for a given seed on every machine."""
     tokenizer = llama_tokenizer()
     tokenizer_2 = clip_tokenizer()
-    feature_extractor = _siglip_processor_class()(
+    feature_extractor = siglip_processor_class()(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
     with torch.random.fork_rng(devices=[]):
