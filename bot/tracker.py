@@ -75,7 +75,9 @@ class JobTracker:
         self._retry_at: dict[int, float] = {}
 
     def wake(self) -> None:
-        """Something changed here (a job queued or cancelled): look now."""
+        """Something changed here (a job queued or cancelled, the queue paused): look now,
+        and re-render the queued jobs even if no event came (a pause writes none)."""
+        self._positions_at = float("-inf")
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
