@@ -17,8 +17,6 @@ import pytest
 
 from tests.engine_fixtures import FAST, picture, pipeline_frames, run_job
 
-pytestmark = pytest.mark.slow  # each case renders the same video twice (~10 s on 2 cores)
-
 
 def assert_same_frames(engine: np.ndarray, pipeline: np.ndarray) -> None:
     assert engine.shape == pipeline.shape
