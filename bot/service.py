@@ -6,6 +6,7 @@ comes back; nothing in this module knows Telegram or Discord.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -94,9 +95,14 @@ class BotService:
         """Validate and queue one `/animate`; raise `UserError` with the reason."""
         gen = self.settings.generation
         params = build_params(options, gen, has_end_image=end_image is not None)
-        checked = check_image(image, max_bytes=gen.max_image_bytes, max_pixels=gen.max_image_pixels)
+        # Decoding and re-encoding a picture takes tens of milliseconds: off the event loop,
+        # so that other chats are served meanwhile (Pillow releases the GIL while it codes).
+        checked = await asyncio.to_thread(
+            check_image, image, max_bytes=gen.max_image_bytes, max_pixels=gen.max_image_pixels
+        )
         checked_end = (
-            check_image(
+            await asyncio.to_thread(
+                check_image,
                 end_image,
                 max_bytes=gen.max_image_bytes,
                 max_pixels=gen.max_image_pixels,
