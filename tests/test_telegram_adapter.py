@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bot.progress import render
-from bot.telegram_adapter import PLATFORM, upload_limit
+from bot.telegram_messages import PLATFORM, upload_limit
 from bot.telegram_render import Shown, parse_callback, utf16_len
-from storage.config import TelegramSettings
+from storage.config import Settings, TelegramSettings
 from storage.records import JobStatus
 from storage.store import JobStore
 from tests.fakes.telegram_api import CAPTION_LIMIT, FakeTelegram, FileLimits, MiB
@@ -47,23 +47,36 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         yield tg
 
 
-async def all_jobs(settings) -> list:
+StandIns = Callable[[Settings], Awaitable[StandInWorker]]
+
+
+@pytest.fixture
+async def stand_in() -> AsyncIterator[StandIns]:
+    """Opens stand-in workers on a test's database; closes them after the test."""
+    opened: list[StandInWorker] = []
+
+    async def open_one(settings: Settings) -> StandInWorker:
+        opened.append(await StandInWorker.open(settings))
+        return opened[-1]
+
+    yield open_one
+    for worker in opened:
+        await worker.close()
+
+
+async def all_jobs(settings: Settings) -> list:
     async with await JobStore.open(settings.database_path) as store:
         return [job for s in JobStatus for job in await store.jobs_of(PLATFORM, str(USER), [s])]
-
-
-def captions(message) -> list[str]:
-    return [state.text for state in message.history]
 
 
 # ---- a job's message ---------------------------------------------------------------------
 
 
 async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_video(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         sent = fake.user_sends_photo(
             user_id=USER, image=png(), caption="/animate a cat waves --seconds 2 --seed 7"
@@ -102,7 +115,6 @@ async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_vi
     assert all(call.ok for call in fake.calls if call.method.startswith("edit"))
     async with await JobStore.open(settings.database_path) as store:
         assert (await store.get(job.id)).delivered_at is not None
-    await worker.close()
 
 
 async def test_a_reply_to_a_picture_and_an_image_file_both_queue(
@@ -154,10 +166,10 @@ async def test_groups_serve_commands_addressed_to_this_bot_only(
 
 
 async def test_cancel_reroll_and_delete_buttons_for_the_owner_only(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat --seed 1")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
@@ -192,14 +204,13 @@ async def test_cancel_reroll_and_delete_buttons_for_the_owner_only(
         await fake.wait_for(lambda: message.deleted)
     jobs = await all_jobs(settings)
     assert sorted(j.status for j in jobs) == [JobStatus.CANCELLED, JobStatus.DONE]
-    await worker.close()
 
 
 async def test_cancel_of_a_running_job_stops_it_at_the_next_step(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
@@ -215,7 +226,6 @@ async def test_cancel_of_a_running_job_stops_it_at_the_next_step(
         fake.user_sends_text(user_id=USER, text="/cancel")
         await fake.wait_for(lambda: len(replies(fake, USER)) == 2)
     assert replies(fake, USER)[1] == "You have no job waiting or rendering."
-    await worker.close()
 
 
 async def test_help_queue_status_and_admin_commands(tmp_path: Path, fake: FakeTelegram) -> None:
@@ -338,10 +348,10 @@ async def test_bad_input_gets_an_explanation_and_no_job(
 
 
 async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake) as adapter:
         fake.force_retry_after("sendPhoto", 1)
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
@@ -354,20 +364,19 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
         await worker.run(job)
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=15)
     assert message.kind == "video"
-    assert adapter.retry_afters == 3 and fake.too_many_requests == 3
+    assert adapter.messages.retry_afters == 3 and fake.too_many_requests == 3
     media_edits = fake.calls_to("editMessageMedia")
     assert [c.status for c in media_edits[:3]] == [429, 429, 200]
     assert media_edits[2].at - media_edits[0].at >= 2.0
-    await worker.close()
 
 
 async def test_many_jobs_in_one_group_keep_to_the_flood_limits(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     """Three users' jobs in one group: sends and edits paced to one a second, no 429."""
     fake.flood = fake.flood.strict()
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     group = {"chat_id": GROUP, "chat_type": "group"}
     async with running_bot(settings, fake):
         for user in (USER, OTHER, ADMIN):
@@ -412,10 +421,10 @@ async def test_an_unchanged_edit_is_never_sent_and_not_modified_is_taken_as_done
 
 
 async def test_a_long_prompt_is_cut_in_the_caption_and_the_facts_stay(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     prompt = "🐈 a cat " + "walks slowly across the garden at dawn " * 24
     async with running_bot(settings, fake):
         fake.user_sends_photo(
@@ -430,16 +439,15 @@ async def test_a_long_prompt_is_cut_in_the_caption_and_the_facts_stay(
         assert "seed 31337" in state.text and "random noise" in state.text
         assert "…" in state.text  # the prompt was cut
     assert not any(c.description and "too long" in c.description for c in fake.calls)
-    await worker.close()
 
 
 async def test_a_video_over_the_upload_limit_arrives_as_the_fitted_copy(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     """50 MB in earnest; here 1 MB, with the fake refusing larger uploads alike."""
     fake.file_limits = FileLimits(upload=1 * MiB)
     settings = make_settings(tmp_path, fake, telegram={"upload_limit_mb": 1})
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         for n in range(2):
             fake.user_sends_photo(user_id=USER, image=png(), caption=f"/animate cat {n}")
@@ -458,15 +466,14 @@ async def test_a_video_over_the_upload_limit_arrives_as_the_fitted_copy(
     assert fitted_msg.media == Path(fitted.delivery_path).read_bytes()
     assert too_big_msg.kind == "photo" and "more than the 1 MB Telegram lets" in too_big_msg.text
     assert not any(c.status == 413 for c in fake.calls)
-    await worker.close()
 
 
 async def test_a_lower_upload_limit_than_configured_is_learnt_from_telegram(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     fake.file_limits = FileLimits(upload=1 * MiB)  # the server takes less than the config says
     settings = make_settings(tmp_path, fake, telegram={"upload_limit_mb": 50})
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
@@ -495,10 +502,10 @@ def test_callback_data_names_the_action_and_the_job() -> None:
 
 
 async def test_a_restarted_bot_edits_the_same_message_and_delivers_once(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
@@ -520,14 +527,13 @@ async def test_a_restarted_bot_edits_the_same_message_and_delivers_once(
     assert [s.text.startswith("✅ Done") for s in message.history].count(True) == 1
     assert message.kind == "video" and message.edits == len(message.history) - 1
     assert parse_callback(cancel_press) == ("cancel", job.id)
-    await worker.close()
 
 
 async def test_a_job_message_deleted_by_the_user_gets_its_video_in_a_new_reply(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
     settings = make_settings(tmp_path, fake)
-    worker = await StandInWorker.open(settings)
+    worker = await stand_in(settings)
     async with running_bot(settings, fake):
         sent = fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
