@@ -298,11 +298,14 @@ class TelegramAdapter:
                 await self._reply(update, error.message)
             return
         log.error("telegram: an update failed", exc_info=error)
-        if isinstance(update, Update) and update.effective_message is not None:
-            with contextlib.suppress(TelegramError):
-                await self._reply(
-                    update, "⚠️ Something went wrong on my side. Please try again in a minute."
-                )
+        sorry = "⚠️ Something went wrong on my side. Please try again in a minute."
+        if not isinstance(update, Update):
+            return
+        with contextlib.suppress(TelegramError):
+            if update.callback_query is not None:  # else its button spins until it times out
+                await update.callback_query.answer(sorry, show_alert=True)
+            elif update.effective_message is not None:
+                await self._reply(update, sorry)
 
     # ---- helpers of the handlers -------------------------------------------------------
 

@@ -566,3 +566,29 @@ async def test_a_caption_fits_even_when_emoji_count_twice() -> None:
     assert dataclasses.replace(view, prompt="short").text() in caption(
         dataclasses.replace(view, prompt="short"), 3
     )
+
+
+async def test_an_unexpected_error_is_logged_and_the_user_told(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake) as adapter:
+
+        async def broken(*args: object, **kwargs: object) -> str:
+            raise RuntimeError("the disk is on fire")
+
+        adapter.service.queue_text = broken  # type: ignore[method-assign]
+        adapter.service.owned_job = broken  # type: ignore[method-assign]
+        fake.user_sends_text(user_id=USER, text="/queue")
+        (answer,) = await fake.wait_for(lambda: replies(fake, USER))
+        fake.user_sends_photo(user_id=OTHER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, OTHER))
+        fake.user_presses_button(
+            user_id=OTHER, chat_id=OTHER, message_id=message.message_id,
+            data=message.button("Cancel").callback_data,
+        )  # fmt: skip
+        (alert,) = await fake.wait_for(lambda: fake.answered_callbacks)
+    assert answer.startswith("⚠️ Something went wrong on my side")
+    assert alert.show_alert and alert.text.startswith("⚠️ Something went wrong")
+    failures = [r for r in caplog.records if "an update failed" in r.getMessage()]
+    assert len(failures) == 2 and "the disk is on fire" in str(failures[0].exc_info[1])
