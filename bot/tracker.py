@@ -170,11 +170,13 @@ class JobTracker:
 
     async def _flush_later(self, job: Job, tracked: _Tracked, wait: float) -> None:
         await asyncio.sleep(wait)
-        view, tracked.pending = tracked.pending, None
-        if view is None or self._jobs.get(job.id) is not tracked:
+        if tracked.pending is None or self._jobs.get(job.id) is not tracked:
             return
         fresh = await self.store.find(job.id)
-        if fresh is None or fresh.status.finished:
+        # Taken after the read: a newer view may have been sent meanwhile, and this one
+        # must not go out after it (the progress bar would step back).
+        view, tracked.pending = tracked.pending, None
+        if view is None or fresh is None or fresh.status.finished:
             return  # the final view goes through delivery
         await self._send(fresh, view, tracked)
 
