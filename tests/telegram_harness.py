@@ -23,7 +23,7 @@ from bot.service import BotService
 from bot.telegram_adapter import TelegramAdapter
 from storage.config import Secret, Settings, parse_settings
 from storage.files import DataDir, write_atomic
-from storage.records import EventKind, Job, JobStatus
+from storage.records import EventKind, Job
 from storage.store import JobStore, QueueLimits
 from tests.fakes.telegram_api import FakeTelegram, Message
 
@@ -216,12 +216,3 @@ def job_messages(fake: FakeTelegram, chat_id: int) -> list[Message]:
 def replies(fake: FakeTelegram, chat_id: int) -> list[str]:
     """The bot's text replies in a chat, oldest first."""
     return [m.text for m in fake.messages(chat_id) if m.kind == "text"]
-
-
-async def jobs_in(settings: Settings) -> list[Job]:
-    async with await JobStore.open(settings.database_path) as store:
-        return [
-            job
-            for status in JobStatus
-            for job in await store.jobs_of("telegram", str(USER), [status])
-        ]

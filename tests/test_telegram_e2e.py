@@ -3,8 +3,9 @@
 
 - `framepack-bot run` (the bot and its supervised worker): a photo with /animate
   gives one reply message that goes queued → rendering with a preview → partial
-  video → the finished video; re-roll queues a new job, whose cancel button stops it;
-  two users are served in the fair order; bad input is explained and queues nothing.
+  video → the finished video; re-roll queues a new job with a new seed; a job's cancel
+  button stops it while it renders; two users are served in the fair order; bad input
+  is explained and queues nothing.
 - The bot process killed in the middle of a job (the worker a process of its own
   goes on): started again, it delivers the video, fitted to the upload limit, once.
 """
@@ -51,7 +52,8 @@ def e2e_config(tmp_path: Path, fake: FakeTelegram) -> Path:
         tmp_path / "data",
         fake,
         model={"device": "cpu"},
-        generation={"resolution": 64},
+        # many steps, so that each section takes longer than an edit (about 2 s at 64 px)
+        generation={"resolution": 64, "max_steps": 100},
         queue={
             "max_waiting_per_user": 10,
             "max_video_seconds_per_day": 0.0,
@@ -114,14 +116,14 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
             sent = fake.user_sends_photo(
                 user_id=USER,
                 image=png(160, 120, "orange"),
-                caption="/animate a red square turns --seconds 3.6 --steps 2 --seed 5",
+                caption="/animate a red square turns --seconds 3.6 --steps 80 --seed 5",
             )
             (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
             assert message.reply_to_message_id == sent.message_id
             assert message.kind == "photo" and heads(message)[0].startswith("⏳ Queued")
             await fake.wait_for(lambda: done(message), WAIT)
 
-            # ---- re-roll it, then cancel the new job while it renders ---------------
+            # ---- re-roll it: a new job with a new seed, in a message of its own -------
             press = {"user_id": USER, "chat_id": USER}
             fake.user_presses_button(
                 message_id=message.message_id, data=message.button("Re-roll").callback_data, **press
@@ -129,11 +131,20 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
             await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2)
             again = job_messages(fake, USER)[1]
             assert again.reply_to_message_id == message.message_id
-            await fake.wait_for(lambda: again.text.startswith("🎞 Rendering"), WAIT)
+            await fake.wait_for(lambda: done(again), WAIT)
+
+            # ---- cancel a job while it renders ------------------------------------
+            fake.user_sends_photo(
+                user_id=USER, image=png(160, 120, "gray"),
+                caption="/animate a long one --seconds 12 --steps 8",
+            )  # fmt: skip
+            await fake.wait_for(lambda: len(job_messages(fake, USER)) == 3)
+            long = job_messages(fake, USER)[2]
+            await fake.wait_for(lambda: long.text.startswith("🎞 Rendering"), WAIT)
             fake.user_presses_button(
-                message_id=again.message_id, data=again.button("Cancel").callback_data, **press
+                message_id=long.message_id, data=long.button("Cancel").callback_data, **press
             )
-            await fake.wait_for(lambda: again.text.startswith("✖ Cancelled"), WAIT)
+            await fake.wait_for(lambda: long.text.startswith("✖ Cancelled"), WAIT)
 
             # ---- bad input: explained, nothing queued ------------------------------
             fake.user_sends_document(
@@ -148,12 +159,12 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
             await fake.wait_for(lambda: replies(fake, ADMIN))
             small = "--seconds 1 --steps 1"
             fake.user_sends_photo(user_id=USER, image=png(), caption=f"/animate first {small}")
-            await fake.wait_for(lambda: len(job_messages(fake, USER)) == 3)
-            fake.user_sends_photo(user_id=USER, image=png(), caption=f"/animate second {small}")
             await fake.wait_for(lambda: len(job_messages(fake, USER)) == 4)
+            fake.user_sends_photo(user_id=USER, image=png(), caption=f"/animate second {small}")
+            await fake.wait_for(lambda: len(job_messages(fake, USER)) == 5)
             fake.user_sends_photo(user_id=OTHER, image=png(), caption=f"/animate other {small}")
             (other,) = await fake.wait_for(lambda: job_messages(fake, OTHER))
-            first, second = job_messages(fake, USER)[2:]
+            first, second = job_messages(fake, USER)[3:]
             assert other.text.startswith("⏳ Queued · position 1")
             await fake.wait_for(
                 lambda: (
@@ -191,26 +202,26 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
     assert [b.text for b in message.buttons] == ["🎲 Re-roll", "🗑 Delete"]
     assert any(a.action == "upload_video" for a in fake.chat_actions)
 
-    # The re-roll: a new seed, cancelled while it rendered.
-    assert (await job_of(config, 2)).status is JobStatus.CANCELLED
-    assert "seed 5 ·" not in again.text and [b.text for b in again.buttons] == ["🎲 Re-roll"]
-    assert any(h.startswith("🎞 Rendering") for h in heads(again))
+    # The re-roll: the same picture and prompt, a new seed, rendered too.
+    reroll = await job_of(config, 2)
+    assert reroll.status is JobStatus.DONE and reroll.params.seed != 5
+    assert f"seed {reroll.params.seed}" in again.text and "a red square turns" in again.text
+
+    # The cancel: stopped while it rendered, the message says so.
+    cancelled = await job_of(config, 3)
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.started_at is not None
+    assert any(h.startswith("🎞 Rendering") for h in heads(long))
+    assert [b.text for b in long.buttons] == ["🎲 Re-roll"]
 
     # Bad input: each explained, no job for it.
     answers = sorted(replies(fake, OTHER))  # handled concurrently: in either order
     assert "not a picture I can read" in answers[0] and "Unknown option --fps" in answers[1]
     assert len(job_messages(fake, OTHER)) == 1
 
-    # Fair turns: OTHER's job ran, and arrived, before USER's two (USER was just served).
-    delivered = [
-        (call.params["chat_id"], call.params["message_id"])
-        for call in fake.calls_to("editMessageMedia")
-        if call.ok and call.params["media"]["caption"].startswith("✅ Done")
-    ]
-    fair = [(OTHER, other.message_id), (USER, first.message_id), (USER, second.message_id)]
-    assert delivered[-3:] == fair
-    started = [(await job_of(config, job_id)).started_at for job_id in (5, 3, 4)]
-    assert started == sorted(started)  # jobs 3, 4: USER's; 5: OTHER's
+    # Fair turns: OTHER's job ran before USER's two (USER was served just before), as
+    # the positions in the messages said.
+    started = [(await job_of(config, job_id)).started_at for job_id in (6, 4, 5)]
+    assert started == sorted(started)  # jobs 4, 5: USER's; 6: OTHER's
     assert fake.provoked_429s == 0
 
 
