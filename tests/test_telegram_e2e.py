@@ -242,7 +242,7 @@ async def test_a_killed_bot_delivers_the_video_once_when_it_starts_again(tmp_pat
                 fake.user_sends_photo(
                     user_id=USER,
                     image=png(160, 120, "purple"),
-                    caption="/animate a purple square grows --seconds 3.6 --steps 3",
+                    caption="/animate a purple square grows --seconds 3.6 --steps 80",
                 )
                 (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
                 await fake.wait_for(lambda: message.text.startswith("🎞 Rendering"), WAIT)
