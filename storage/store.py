@@ -630,17 +630,20 @@ class StoreCore:
 
     # ---- positions and estimates -----------------------------------------
 
-    def estimate_duration(self, params: JobParams) -> float:
-        """Seconds of rendering this job will likely take, from recent timings."""
+    def step_seconds(self, model: str) -> float:
+        """Median seconds per step of the model's recent jobs (any model's, else a default)."""
         rows = self._all(
             "SELECT step_seconds FROM timings WHERE model = ? ORDER BY finished_at DESC LIMIT 20",
-            (params.model,),
+            (model,),
         )
         if not rows:
             rows = self._all("SELECT step_seconds FROM timings ORDER BY finished_at DESC LIMIT 20")
-        per_step = (
-            statistics.median(r["step_seconds"] for r in rows) if rows else DEFAULT_STEP_SECONDS
-        )
+        return statistics.median(r["step_seconds"] for r in rows) if rows else DEFAULT_STEP_SECONDS
+
+    def estimate_duration(self, params: JobParams, per_step: float | None = None) -> float:
+        """Seconds of rendering this job will likely take, from recent timings."""
+        if per_step is None:
+            per_step = self.step_seconds(params.model)
         return sections_for(params.seconds) * params.steps * per_step
 
     def positions(self) -> dict[int, QueuePosition]:
@@ -655,13 +658,14 @@ class StoreCore:
             left = max(0.0, self.estimate_duration(job.params) - (now - (job.started_at or now)))
             busy[job.worker_id] = max(busy.get(job.worker_id, 0.0), left)
         out: dict[int, QueuePosition] = {}
-        durations: dict[JobParams, float] = {}
+        per_step: dict[str, float] = {}  # one timings query per model, not per job
         # Waiting jobs run in order on the first worker to free up.
         free_at = sorted(busy.values()) or [0.0]
         for index, job in enumerate(waiting):
-            if job.params not in durations:
-                durations[job.params] = self.estimate_duration(job.params)
-            duration = durations[job.params]
+            model = job.params.model
+            if model not in per_step:
+                per_step[model] = self.step_seconds(model)
+            duration = self.estimate_duration(job.params, per_step[model])
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             out[job.id] = QueuePosition(

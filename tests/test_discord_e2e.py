@@ -117,15 +117,17 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
         message = channel.messages[0]
         titles = heads(message)
         assert titles[0].startswith("⏳ Queued")
-        assert any(t.startswith("🎞 Rendering") for t in titles), titles
         files = [[a.filename for a in s.attachments] for s in message.history]
-        # Edits follow the latest view: the partial video shows if the first section
-        # ended more than an edit interval (1 s) before the job was done. The tiny
-        # model can be faster than that; the adapter tests cover the partial itself.
+        # Edits follow the latest view: a stage shows if it lasted more than an edit
+        # interval (1 s) before the next. The tiny model can be faster than that; the
+        # adapter tests cover each stage with a worker they pace themselves.
         async with await JobStore.open(tmp_path / "data" / "framepack-bot.sqlite3") as store:
             events = await store.events_since(0, job_id=1)
+        started = next(e.created_at for e in events if e.kind is EventKind.STARTED)
         section = next(e.created_at for e in events if e.kind is EventKind.SECTION)
         done = next(e.created_at for e in events if e.kind is EventKind.DONE)
+        if section - started > 2.5:
+            assert any(t.startswith("🎞 Rendering") for t in titles), titles
         if done - section > 2.5:
             assert any(names == ["framepack-1-partial.mp4"] for names in files), files
         final = message.attachment("framepack-1.mp4")
