@@ -31,11 +31,11 @@ import statistics
 import tempfile
 import time
 
-import aiosqlite  # noqa: E402
+import aiosqlite
 
-from storage.db import open_sync  # noqa: E402
-from storage.records import JobParams  # noqa: E402
-from storage.store import JobStore, QueueLimits, StoreCore  # noqa: E402
+from storage.db import open_sync
+from storage.records import JobParams
+from storage.store import JobStore, QueueLimits, StoreCore
 
 
 def pct(values: list[float], q: float) -> float:
