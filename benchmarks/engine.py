@@ -47,6 +47,7 @@ from framepack.components import Components, llama_prompt_template  # noqa: E402
 from framepack.engine import FramePackEngine  # noqa: E402
 from framepack.events import Done, Step  # noqa: E402
 from framepack.params import GenerationParams  # noqa: E402
+from framepack.reference import pipeline_kwargs, to_uint8  # noqa: E402
 from framepack.video import encode_mp4  # noqa: E402
 
 PROMPT = "A cat walks through tall grass, the camera follows it slowly."
@@ -138,24 +139,8 @@ def render_with_engine(
 def render_with_pipeline(
     pipe, components: Components, params: GenerationParams, image: Image.Image, *, write_mp4: bool
 ) -> np.ndarray:
-    rgb = np.asarray(image.convert("RGB"))
-    height, width = find_nearest_bucket(*rgb.shape[:2], resolution=params.resolution)
-    cropped = Image.fromarray(resize_and_center_crop(rgb, width, height))
-    frames = pipe(
-        image=cropped,
-        prompt=params.prompt,
-        height=height,
-        width=width,
-        num_frames=params.sections() * ((params.latent_window - 1) * 4 + 1),
-        latent_window_size=params.latent_window,
-        num_inference_steps=params.steps,
-        guidance_scale=params.guidance,
-        generator=torch.Generator().manual_seed(params.seed),
-        output_type="np",
-        sampling_type="inverted_anti_drifting" if params.sampler == "inverted" else "vanilla",
-        prompt_template=components.prompt_template,
-    ).frames[0]
-    video = np.round(frames * 255).astype(np.uint8)
+    kwargs = pipeline_kwargs(params, image, prompt_template=components.prompt_template)
+    video = to_uint8(pipe(**kwargs).frames[0])
     if write_mp4:
         with tempfile.TemporaryDirectory() as folder:
             encode_mp4(video, Path(folder) / "video.mp4", fps=params.fps, crf=params.crf)

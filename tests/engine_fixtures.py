@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from framepack.components import Components
@@ -123,35 +122,12 @@ def pipeline_frames(
     """The same job through diffusers' `HunyuanVideoFramepackPipeline`, as uint8 frames."""
     from diffusers import HunyuanVideoFramepackPipeline
 
-    from framepack.buckets import find_nearest_bucket, resize_and_center_crop
+    from framepack.reference import pipeline_kwargs, to_uint8
 
     components = tiny_components()
     pipe = HunyuanVideoFramepackPipeline(**components.pipeline_parts())
     pipe.set_progress_bar_config(disable=True)
-    rgb = np.asarray(image.convert("RGB"))
-    height, width = find_nearest_bucket(*rgb.shape[:2], resolution=params.resolution)
-
-    def crop(img: Image.Image) -> Image.Image:
-        return Image.fromarray(
-            resize_and_center_crop(np.asarray(img.convert("RGB")), width, height)
-        )
-
-    window_frames = (params.latent_window - 1) * 4 + 1
-    out = pipe(
-        image=crop(image),
-        last_image=crop(end_image) if end_image is not None else None,
-        prompt=params.prompt,
-        height=height,
-        width=width,
-        # the pipeline makes ceil(num_frames / window_frames) sections
-        num_frames=params.sections() * window_frames,
-        latent_window_size=params.latent_window,
-        num_inference_steps=params.steps,
-        guidance_scale=params.guidance,
-        generator=torch.Generator().manual_seed(params.seed),
-        output_type="np",
-        sampling_type="inverted_anti_drifting" if params.sampler == "inverted" else "vanilla",
-        prompt_template=components.prompt_template,
-    ).frames[0]
-    # The pipeline returns floats in [0, 1]; the engine rounds the same floats to 8 bits.
-    return np.round(out * 255).astype(np.uint8)
+    kwargs = pipeline_kwargs(
+        params, image, prompt_template=components.prompt_template, end_image=end_image
+    )
+    return to_uint8(pipe(**kwargs).frames[0])
