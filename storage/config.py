@@ -187,7 +187,9 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
-        return self.storage.data_dir / "framepack-bot.sqlite3"
+        from storage.files import DataDir  # the file layout has one owner
+
+        return DataDir(self.storage.data_dir).database
 
 
 def _type_name(tp: Any) -> str:
