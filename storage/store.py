@@ -56,12 +56,23 @@ DEFAULT_STEP_SECONDS = 2.0
 # Every waiting job with its rank among its owner's waiting jobs and the time its
 # owner was last served, in the order they will run.
 FAIR_ORDER_SQL = """
-SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j.id)
+SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j.id)
        AS owner_rank, COALESCE(u.last_served_at, 0) AS served
 FROM jobs AS j LEFT JOIN users AS u ON u.platform = j.platform AND u.user_id = j.user_id
 WHERE j.status = 'queued'
 ORDER BY owner_rank, served, j.queued_at, j.id
 """
+
+# Only what an estimate needs of each waiting job, read out of its parameters by
+# SQLite: building every waiting Job in Python would cost ten times the query,
+# and the bot asks for a position with every new job.
+ESTIMATE_COLUMNS = ", ".join(
+    ["j.id"]
+    + [
+        f"COALESCE(json_extract(j.params, '$.{name}'), {getattr(JobParams, name)!r})"
+        for name in ("model", "seconds", "steps")
+    ]
+)
 
 
 class QueueRefused(Exception):
@@ -207,9 +218,20 @@ class StoreCore:
         row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
+    def find_many(self, job_ids: Iterable[int]) -> dict[int, Job]:
+        """The jobs of these ids that exist, in one read (the tracker's refresh)."""
+        ids = list(job_ids)
+        found: dict[int, Job] = {}
+        for start in range(0, len(ids), 500):  # well under SQLite's bound on parameters
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._all(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
+                found[row["id"]] = _job(row)
+        return found
+
     def waiting(self) -> list[Job]:
         """Every queued job, in the order they will run."""
-        rows = self._all(FAIR_ORDER_SQL)
+        rows = self._all(FAIR_ORDER_SQL.format(columns="j.*"))
         return [_job(r) for r in rows]
 
     def running(self) -> list[Job]:
@@ -287,8 +309,7 @@ class StoreCore:
                 ),
             )
             assert row is not None
-            job_id = row["id"]
-            self._enter_waiting(job_id)
+            job_id = row["id"]  # a trigger makes it its owner's head if it is their first
             self._add_event(job_id, EventKind.QUEUED, {}, now)
             job = self.get(job_id)
         return job
@@ -354,44 +375,6 @@ class StoreCore:
                     f"or try again in {again}.",
                 )
 
-    def _enter_waiting(self, job_id: int) -> None:
-        """A job just became queued: it is its owner's head if none of theirs waits before it."""
-        row = self._one(
-            "SELECT j.platform, j.user_id, j.queued_at, COALESCE(u.last_served_at, 0) AS served "
-            "FROM jobs AS j LEFT JOIN users AS u ON u.platform = j.platform "
-            "AND u.user_id = j.user_id WHERE j.id = ?",
-            (job_id,),
-        )
-        assert row is not None
-        self._promote_head(row["platform"], row["user_id"], row["served"])
-
-    def _promote_head(self, platform: str, user_id: str, served: float) -> None:
-        """Mark the user's earliest waiting job as their head, and only that one."""
-        first = self._one(
-            "SELECT id FROM jobs WHERE platform = ? AND user_id = ? AND status = 'queued' "
-            "ORDER BY queued_at, id LIMIT 1",
-            (platform, user_id),
-        )
-        self.db.execute(
-            "UPDATE jobs SET queue_head = 0 WHERE platform = ? AND user_id = ? "
-            "AND status = 'queued' AND queue_head = 1 AND id != ?",
-            (platform, user_id, first["id"] if first else -1),
-        )
-        if first is not None:
-            self.db.execute(
-                "UPDATE jobs SET queue_head = 1, owner_served_at = ? WHERE id = ?",
-                (served, first["id"]),
-            )
-
-    def _served(self, platform: str, user_id: str, now: float) -> None:
-        """Record that a user's job just got a worker (the round-robin key)."""
-        self.db.execute(
-            "INSERT INTO users (platform, user_id, last_served_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (platform, user_id) DO UPDATE SET "
-            "last_served_at = excluded.last_served_at",
-            (platform, user_id, now),
-        )
-
     # ---- the one door for status changes ---------------------------------
 
     def _transition(
@@ -421,8 +404,10 @@ class StoreCore:
         values = dict(fields)
         if to.finished:
             values.setdefault("finished_at", now)
+        if to is JobStatus.RUNNING:
+            values.setdefault("heartbeat_at", now)  # its owner's served time (migration 4)
         if current is JobStatus.QUEUED:
-            values["queue_head"] = 0
+            values["queue_head"] = 0  # triggers promote the owner's next job (migration 4)
         sets = ", ".join(f"{k} = ?" for k in ["status", *values])
         cur = self.db.execute(
             f"UPDATE jobs SET {sets} WHERE id = ? AND status = ?",
@@ -430,8 +415,6 @@ class StoreCore:
         )
         if cur.rowcount != 1:
             raise IllegalTransition(f"job #{job_id} changed while it was updated")
-        if JobStatus.QUEUED in (current, to):
-            self._enter_waiting(job_id)  # the owner's head may have changed
         if event is not None:
             self._add_event(job_id, event[0], event[1], now)
         return self.get(job_id)
@@ -450,30 +433,23 @@ class StoreCore:
         if now - self._stale_checked_at >= STALE_CHECK_INTERVAL:
             self._stale_checked_at = now
             self.requeue_stale()
-        with self._tx():
-            # One statement picks and takes the job (unless an admin paused the
-            # queue), under the write lock that BEGIN IMMEDIATE holds: no other
-            # process can take it too.
-            row = self._one(
-                "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, "
-                "started_at = COALESCE(started_at, ?), attempts = attempts + 1, queue_head = 0 "
-                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND queue_head = 1 "
-                "ORDER BY owner_served_at, queued_at, id LIMIT 1) AND status = 'queued' "
-                "AND NOT EXISTS (SELECT 1 FROM flags WHERE name = 'paused' AND value = '1') "
-                "RETURNING *",
-                (worker_id, now, now),
-            )
-            if row is None:
-                return None
-            self._served(row["platform"], row["user_id"], now)
-            # the owner's next waiting job becomes their head, served just now
-            self.db.execute(
-                "UPDATE jobs SET queue_head = 1, owner_served_at = ? WHERE id = (SELECT id "
-                "FROM jobs WHERE platform = ? AND user_id = ? AND status = 'queued' "
-                "ORDER BY queued_at, id LIMIT 1)",
-                (now, row["platform"], row["user_id"]),
-            )
-        return _job(row)
+        # One statement picks and takes the job (unless an admin paused the
+        # queue). SQLite runs it under its write lock, so no other process can
+        # take it too; the triggers of migration 4 record that its owner was
+        # served and make their next waiting job their head, in the same
+        # statement.
+        # fetchall steps the statement to its end: that is when an autocommit
+        # statement commits and lets go of the write lock.
+        rows = self._all(
+            "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, "
+            "started_at = COALESCE(started_at, ?), attempts = attempts + 1, queue_head = 0 "
+            "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND queue_head = 1 "
+            "ORDER BY owner_served_at, queued_at, id LIMIT 1) AND status = 'queued' "
+            "AND NOT EXISTS (SELECT 1 FROM flags WHERE name = 'paused' AND value = '1') "
+            "RETURNING *",
+            (worker_id, now, now),
+        )
+        return _job(rows[0]) if rows else None
 
     def heartbeat(self, job_id: int, worker_id: str) -> bool:
         """Record that `worker_id` still works on the job; True when a cancel is asked.
@@ -646,9 +622,11 @@ class StoreCore:
             per_step = self.step_seconds(params.model)
         return sections_for(params.seconds) * params.steps * per_step
 
-    def positions(self) -> dict[int, QueuePosition]:
-        """The position and estimated start of every waiting job (one pass)."""
-        waiting = self.waiting()
+    def positions(self, until: int | None = None) -> dict[int, QueuePosition]:
+        """The position and estimated start of every waiting job (one pass).
+
+        With `until`, only the jobs up to that one: all its estimate needs.
+        """
         running = self.running()
         now = self.clock()
         # one worker may hold two running jobs for a moment (one finishing its
@@ -661,26 +639,28 @@ class StoreCore:
         per_step: dict[str, float] = {}  # one timings query per model, not per job
         # Waiting jobs run in order on the first worker to free up.
         free_at = sorted(busy.values()) or [0.0]
-        for index, job in enumerate(waiting):
-            model = job.params.model
+        rows = self.db.execute(FAIR_ORDER_SQL.format(columns=ESTIMATE_COLUMNS)).fetchall()
+        for index, (job_id, model, seconds, steps, *_) in enumerate(rows):
             if model not in per_step:
                 per_step[model] = self.step_seconds(model)
-            duration = self.estimate_duration(job.params, per_step[model])
+            duration = sections_for(seconds) * steps * per_step[model]
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
-            out[job.id] = QueuePosition(
-                job_id=job.id,
+            out[job_id] = QueuePosition(
+                job_id=job_id,
                 position=index + 1,
                 ahead=index,
                 running=len(running),
                 estimated_start=start,
                 estimated_duration=duration,
             )
+            if job_id == until:
+                break
         return out
 
     def position(self, job_id: int) -> QueuePosition | None:
         """Where a waiting job stands; None when it is not waiting."""
-        return (self.positions()).get(job_id)
+        return self.positions(until=job_id).get(job_id)
 
     def record_timing(self, timing: Timing) -> None:
         self.db.execute(
@@ -914,6 +894,7 @@ class JobStore:
     checkpoint = _in_thread(StoreCore.checkpoint)
     get = _in_thread(StoreCore.get)
     find = _in_thread(StoreCore.find)
+    find_many = _in_thread(StoreCore.find_many)
     waiting = _in_thread(StoreCore.waiting)
     running = _in_thread(StoreCore.running)
     jobs_of = _in_thread(StoreCore.jobs_of)
