@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.config import ConfigError, ModelSettings, load_settings
 
@@ -35,7 +35,7 @@ def _open_picture(path: Path, what: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")  # a phone's photo, upright
     except FileNotFoundError:
         raise ValueError(f"{what} {path}: no such file") from None
     except (UnidentifiedImageError, OSError) as exc:

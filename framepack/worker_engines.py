@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from framepack.components import Components
 from framepack.events import EngineEvent
@@ -155,7 +155,8 @@ def open_picture(path: str | None) -> Image.Image | None:
         return None
     with Image.open(path) as image:
         image.load()
-        return image.convert("RGB")
+        # The bot stores clean pictures as sent; upright whatever wrote the file.
+        return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def describe_model(engine: EngineLike) -> dict[str, Any]:

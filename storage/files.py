@@ -3,7 +3,7 @@
 ```
 data_dir/
   framepack-bot.sqlite3      the database (WAL: -wal and -shm beside it)
-  inputs/<token>.png         pictures as received, written before the job is queued
+  inputs/<token>.jpg|.png|.webp  pictures as checked, written before the job is queued
   work/<job>/                the worker's checkpoints and partial videos (resume state)
   previews/<job>/            step previews (PNG) shown while it renders
   videos/<job>/              final.mp4, and a copy that fits the platform's upload limit

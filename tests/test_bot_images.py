@@ -23,21 +23,30 @@ def check(data: bytes, **kw):
     )
 
 
-def test_png_jpeg_webp_come_back_as_clean_png() -> None:
-    for fmt in ("PNG", "JPEG", "WEBP"):
-        out = check(picture(fmt))
+def test_clean_png_jpeg_webp_are_kept_as_sent() -> None:
+    for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp")):
+        data = picture(fmt)
+        out = check(data)
         assert (out.width, out.height) == (200, 120)
-        assert Image.open(io.BytesIO(out.png)).format == "PNG"
+        assert out.data == data and out.suffix == suffix  # no re-encoding, no quality lost
 
 
-def test_exif_orientation_is_applied() -> None:
+def test_exif_orientation_is_applied_and_the_metadata_dropped() -> None:
     img = Image.new("RGB", (200, 100))
     exif = img.getexif()
     exif[0x0112] = 6  # rotated 90°: shown as 100×200
+    exif[0x010F] = "PhoneMaker"  # and the camera's make, which stays with the user
     out = io.BytesIO()
     img.save(out, format="JPEG", exif=exif)
     checked = check(out.getvalue())
-    assert (checked.width, checked.height) == (100, 200)
+    assert (checked.width, checked.height) == (100, 200) and checked.suffix == ".png"
+    stored = Image.open(io.BytesIO(checked.data))
+    assert stored.format == "PNG" and stored.size == (100, 200) and not stored.getexif()
+
+
+def test_other_formats_are_stored_as_png() -> None:
+    checked = check(picture("BMP"))
+    assert checked.suffix == ".png" and Image.open(io.BytesIO(checked.data)).format == "PNG"
 
 
 def test_not_an_image() -> None:
@@ -46,9 +55,13 @@ def test_not_an_image() -> None:
 
 
 def test_corrupt_image() -> None:
-    data = picture("PNG", (300, 300))
-    with pytest.raises(UserError, match="damaged"):
-        check(data[: len(data) // 2])
+    noisy = Image.effect_noise((300, 300), 60).convert("RGB")  # a picture that fills its file
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        out = io.BytesIO()
+        noisy.save(out, format=fmt)
+        data = out.getvalue()
+        with pytest.raises(UserError, match=r"damaged|not a picture"):
+            check(data[: len(data) // 2])
 
 
 def test_too_many_bytes() -> None:
