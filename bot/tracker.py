@@ -140,8 +140,9 @@ class JobTracker:
             self._positions_at = now
             changed = changed | set(positions)
         paused = await self.store.paused()
+        jobs = await self.store.find_many(changed)  # one read, however many jobs wait
         for job_id in sorted(changed):
-            job = await self.store.find(job_id)
+            job = jobs.get(job_id)
             if job is None or job.platform not in self.notifiers:
                 self._jobs.pop(job_id, None)
                 continue

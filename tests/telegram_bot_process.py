@@ -1,11 +1,12 @@
 """The bot process alone, Telegram only and without a worker: what the tests that
 kill the bot and the Telegram benchmark run as a subprocess.
 
-    python -m tests.telegram_bot_process --config X [--upload-limit BYTES]
+    python -m tests.telegram_bot_process --config X [--upload-limit BYTES] [--http httpx]
 
 `--upload-limit` stands in for Telegram's 50 MB (a tiny test video is a few tens of
 kB); everything else comes from the config, as in `framepack-bot run`. Stops on
-SIGTERM or SIGINT.
+SIGTERM or SIGINT. `--http httpx` runs PTB's own client instead of ours (for the
+benchmark's comparison).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from bot import telegram_adapter
 from bot.app import run_bots
 from bot.service import BotService
 from bot.telegram_adapter import TelegramAdapter
@@ -41,7 +43,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--upload-limit", type=int, default=None)
+    parser.add_argument("--http", choices=["aiohttp", "httpx"], default="aiohttp")
     args = parser.parse_args()
+    telegram_adapter.HTTP_CLIENT = args.http
     asyncio.run(serve(args.config, args.upload_limit))
     return 0
 
