@@ -111,7 +111,7 @@ class BotService:
             if end_image is not None
             else None
         )
-        await self._check_not_banned(who)
+        # A ban is refused by enqueue, which removes the picture again.
         input_path = save_input(checked, self.data)
         end_path = save_input(checked_end, self.data) if checked_end is not None else None
         try:
@@ -143,11 +143,6 @@ class BotService:
             params.model,
         )
         return job
-
-    async def _check_not_banned(self, who: Requester) -> None:
-        user = await self.store.user(who.platform, who.user_id)
-        if user.banned:
-            raise UserError("You are not allowed to queue jobs here.")
 
     async def reroll(
         self,

@@ -184,11 +184,14 @@ class JobMessages:
 
         A picture the user sent as a photo is shown again by its file_id (Telegram has
         it already: nothing to upload)."""
+        core = self.store.core
         async with self._lock(job.id):
-            if await self.store.message(job.id, PLATFORM) is not None:
+            # one trip to the database's thread for the three reads
+            ref, position, paused = await self.store.run(
+                lambda: (core.message(job.id, PLATFORM), core.position(job.id), core.paused())
+            )
+            if ref is not None:
                 return
-            position = await self.store.position(job.id)
-            paused = await self.store.paused()
             view = render(job, None, position, tiny=self.tiny, paused=paused)
             await self._post(job, self._sendable(job, view), reply_id, photo_id)
 

@@ -21,13 +21,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.progress import JobProgress, JobView, render
-from storage.records import Job
+from storage.records import Job, JobStatus, QueuePosition
 from storage.store import JobStore
 
 log = logging.getLogger("framepack_bot.bot")
 
 POLL_INTERVAL = 0.5  # seconds between two reads of new events
 POSITIONS_INTERVAL = 5.0  # seconds between two refreshes of the queued jobs' positions
+# A burst of changes (a hundred users who send /animate at once) recomputes the
+# queue's order at most this often, not once per new job: each pass reads every
+# waiting job, and the bot's one database thread also serves the new requests.
+POSITIONS_MIN_INTERVAL = 1.0
 RETRY_DELIVERY = 15.0  # seconds before a failed delivery is tried again
 
 
@@ -72,12 +76,14 @@ class JobTracker:
         self._wake = asyncio.Event()
         self._last_event = 0
         self._positions_at = float("-inf")
+        self._positions: dict[int, QueuePosition] = {}
+        self._positions_due = False
         self._retry_at: dict[int, float] = {}
 
     def wake(self) -> None:
         """Something changed here (a job queued or cancelled, the queue paused): look now,
         and re-render the queued jobs even if no event came (a pause writes none)."""
-        self._positions_at = float("-inf")
+        self._positions_due = True
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -133,12 +139,20 @@ class JobTracker:
 
     async def _refresh(self, changed: set[int], *, force_positions: bool = False) -> None:
         now = self.clock()
-        positions = None
-        if changed or force_positions or now - self._positions_at >= POSITIONS_INTERVAL:
-            # every queued job's position may move when anything changes
-            positions = await self.store.positions()
+        # every queued job's position may move when anything changes
+        self._positions_due |= bool(changed)
+        since = now - self._positions_at
+        if (
+            force_positions
+            or since >= POSITIONS_INTERVAL
+            or (self._positions_due and since >= POSITIONS_MIN_INTERVAL)
+        ):
+            self._positions = await self.store.positions()
             self._positions_at = now
-            changed = changed | set(positions)
+            self._positions_due = False
+            changed = changed | set(self._positions)
+        if not changed:
+            return
         paused = await self.store.paused()
         jobs = await self.store.find_many(changed)  # one read, however many jobs wait
         for job_id in sorted(changed):
@@ -146,8 +160,10 @@ class JobTracker:
             if job is None or job.platform not in self.notifiers:
                 self._jobs.pop(job_id, None)
                 continue
+            position = self._positions.get(job_id)
+            if job.status is JobStatus.QUEUED and position is None:
+                continue  # shown with its position at the next pass (a second at most)
             tracked = self._jobs.setdefault(job_id, _Tracked())
-            position = positions.get(job_id) if positions is not None else None
             view = render(job, tracked.progress, position, tiny=self.tiny, paused=paused)
             if job.status.finished:
                 if job.delivered_at is None:

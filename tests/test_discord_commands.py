@@ -87,7 +87,8 @@ async def test_admin_commands_for_configured_admins_and_server_managers(
         banned = await say(scene, carol, "ban", user=scene.bob, reason="spam")
         assert banned == f"User {scene.bob.id} is banned; their waiting jobs are cancelled."
         refused = await scene.animate(scene.bob)
-        assert refused.replies[0].content == "You are not allowed to queue jobs here."
+        # the admin's reason reaches the user
+        assert refused.replies[0].content == "You are not allowed to queue jobs here (spam)."
         assert await say(scene, scene.mod, "unban", user=scene.bob) == (
             f"User {scene.bob.id} may queue jobs again."
         )
