@@ -95,25 +95,10 @@ class BotService:
         """Validate and queue one `/animate`; raise `UserError` with the reason."""
         gen = self.settings.generation
         params = build_params(options, gen, has_end_image=end_image is not None)
-        # Decoding and re-encoding a picture takes tens of milliseconds: off the event loop,
-        # so that other chats are served meanwhile (Pillow releases the GIL while it codes).
-        checked = await asyncio.to_thread(
-            check_image, image, max_bytes=gen.max_image_bytes, max_pixels=gen.max_image_pixels
-        )
-        checked_end = (
-            await asyncio.to_thread(
-                check_image,
-                end_image,
-                max_bytes=gen.max_image_bytes,
-                max_pixels=gen.max_image_pixels,
-                what="end image",
-            )
-            if end_image is not None
-            else None
-        )
-        # A ban is refused by enqueue, which removes the picture again.
-        input_path = save_input(checked, self.data)
-        end_path = save_input(checked_end, self.data) if checked_end is not None else None
+        # Checking and writing the pictures off the event loop, in one thread hop, so
+        # that other chats are served meanwhile (Pillow releases the GIL while it
+        # decodes). A ban is refused by enqueue, which removes the pictures again.
+        input_path, end_path = await asyncio.to_thread(self._store_pictures, image, end_image)
         try:
             job = await self.store.enqueue(
                 platform=who.platform,
@@ -143,6 +128,19 @@ class BotService:
             params.model,
         )
         return job
+
+    def _store_pictures(self, image: bytes, end_image: bytes | None) -> tuple[Path, Path | None]:
+        """Check both pictures, then write them to the data dir (a refusal writes nothing)."""
+        gen = self.settings.generation
+        limits = {"max_bytes": gen.max_image_bytes, "max_pixels": gen.max_image_pixels}
+        checked = check_image(image, **limits)
+        checked_end = (
+            check_image(end_image, **limits, what="end image") if end_image is not None else None
+        )
+        return (
+            save_input(checked, self.data),
+            save_input(checked_end, self.data) if checked_end is not None else None,
+        )
 
     async def reroll(
         self,
