@@ -53,6 +53,9 @@ UPLOAD_LIMIT_MB = 50  # what a bot may send through api.telegram.org
 LOCAL_UPLOAD_LIMIT_MB = 2000  # through a local Bot API server
 CHAT_PACE = [(1, 1.1)]  # about one message or edit a second in a chat (a little under)
 GROUP_PACE = [(20, 61.0)]  # and twenty a minute in a group
+BOT = "bot"  # the key of the pace that holds every chat
+BOT_PACE = [(25, 1.0)]  # a little under Telegram's ~30 messages a second for a bot
+BOT_PACE_FOR = 60.0  # seconds the bot-wide pace holds after the last bot-wide 429
 ACTION_REFRESH = 4.0  # a chat action shows for 5 s; renewed while a video uploads
 
 T = TypeVar("T")
@@ -121,6 +124,11 @@ class JobMessages:
         self.retry_afters = 0  # 429s answered to us (tests and the benchmark read it)
         self._chat_pace = RateLimiter(CHAT_PACE)
         self._group_pace = RateLimiter(GROUP_PACE)
+        # After Telegram's limit for the whole bot answered a 429, every call waits out
+        # its retry_after and then goes at BOT_PACE for a while; before, no bot-wide
+        # pace holds back a burst of replies that Telegram would take.
+        self._bot_pace = RateLimiter(BOT_PACE)
+        self._bot_paced_until = float("-inf")
         self._locks: dict[int, asyncio.Lock] = {}
         self._wanted: dict[int, tuple[Job, JobView]] = {}
         self._showing: dict[int, asyncio.Task[None]] = {}
@@ -380,6 +388,8 @@ class JobMessages:
     async def call(self, chat_id: int, request: Callable[[], Awaitable[T]]) -> T:
         """Send or edit within the chat's pace; on 429 wait retry_after and try again."""
         while True:
+            if self._bot_pace.clock() < self._bot_paced_until:
+                await self._bot_pace.acquire(BOT)
             await self._chat_pace.acquire(chat_id)
             if chat_id < 0:
                 await self._group_pace.acquire(chat_id)
@@ -388,8 +398,19 @@ class JobMessages:
             except RetryAfter as error:
                 wait = retry_seconds(error)
                 self.retry_afters += 1
-                log.warning("telegram: flood control in chat %s; retrying in %.0f s", chat_id, wait)
                 self._chat_pace.penalize(chat_id, wait)
+                if chat_id > 0:
+                    # Our pace keeps each private chat under its limit, so a 429 there is
+                    # Telegram's limit for the whole bot (about 30 messages a second):
+                    # every chat waits, instead of each finding out with its own 429. A
+                    # group's 429 is that group's own limit and pauses it alone.
+                    self._bot_pace.penalize(BOT, wait)
+                    self._bot_paced_until = self._bot_pace.clock() + wait + BOT_PACE_FOR
+                log.warning(
+                    "telegram: flood control %s; retrying in %.0f s",
+                    "for the whole bot" if chat_id > 0 else f"in chat {chat_id}",
+                    wait,
+                )
 
     @contextlib.asynccontextmanager
     async def _upload_refusal(self, size: int) -> AsyncIterator[None]:

@@ -371,6 +371,25 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
     assert media_edits[2].at - media_edits[0].at >= 2.0
 
 
+async def test_a_429_in_a_private_chat_holds_every_chat_for_its_retry_after(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """Our pace keeps each private chat under its limit, so such a 429 is the bot's."""
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake) as adapter:
+        fake.force_retry_after("sendPhoto", 2)
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        await fake.wait_for(lambda: fake.too_many_requests == 1, timeout=10)
+        fake.user_sends_photo(user_id=OTHER, image=png(), caption="/animate a dog")
+        await fake.wait_for(
+            lambda: job_messages(fake, USER) and job_messages(fake, OTHER), timeout=10
+        )
+    refused, *sent = fake.calls_to("sendPhoto")
+    assert refused.status == 429 and [c.ok for c in sent] == [True, True]
+    assert all(c.at - refused.at >= 2.0 for c in sent)  # the other user's reply waited too
+    assert adapter.messages.retry_afters == 1
+
+
 async def test_many_jobs_in_one_group_keep_to_the_flood_limits(
     tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
 ) -> None:
