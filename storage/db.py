@@ -18,6 +18,23 @@ import aiosqlite
 BUSY_TIMEOUT_MS = 10_000
 AUTOCHECKPOINT_PAGES = 20_000  # about 80 MB of WAL
 
+# The two statements that keep a user's head, shared by migration 4's triggers
+# (NEW is the job that moved). Part of a released migration: never edit them;
+# a change to the heads is a new migration.
+_FIRST_WAITING = (
+    "SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id "
+    "AND status = 'queued' ORDER BY queued_at, id LIMIT 1"
+)
+_DEMOTE_OTHER_HEADS = (
+    "UPDATE jobs SET queue_head = 0 WHERE platform = NEW.platform AND user_id = NEW.user_id "
+    f"AND status = 'queued' AND queue_head = 1 AND id != ({_FIRST_WAITING});"
+)
+_PROMOTE_FIRST_WAITING = (
+    "UPDATE jobs SET queue_head = 1, owner_served_at = COALESCE((SELECT last_served_at "
+    "FROM users WHERE platform = NEW.platform AND user_id = NEW.user_id), 0) "
+    f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});"
+)
+
 # Migration N brings a database from version N-1 to N. Never edit a released
 # one: append. Tests build a database at every earlier version and migrate it.
 MIGRATIONS: tuple[str, ...] = (
@@ -116,7 +133,7 @@ MIGRATIONS: tuple[str, ...] = (
     # it, and a claim is one UPDATE that SQLite runs under its write lock: no
     # round trips from Python between picking a job and taking it. The heads
     # are rebuilt first, so the triggers start from a consistent state.
-    """
+    f"""
     UPDATE jobs SET queue_head = 0 WHERE queue_head = 1;
     UPDATE jobs SET queue_head = 1, owner_served_at = COALESCE((
             SELECT last_served_at FROM users AS u
@@ -127,34 +144,16 @@ MIGRATIONS: tuple[str, ...] = (
                         FROM jobs WHERE status = 'queued') WHERE n = 1);
     CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs WHEN NEW.status = 'queued'
     BEGIN
-        UPDATE jobs SET queue_head = 0
-        WHERE platform = NEW.platform AND user_id = NEW.user_id AND status = 'queued'
-            AND queue_head = 1 AND id != (
-                SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
-                AND status = 'queued' ORDER BY queued_at, id LIMIT 1);
-        UPDATE jobs SET queue_head = 1, owner_served_at = COALESCE((
-                SELECT last_served_at FROM users
-                WHERE platform = NEW.platform AND user_id = NEW.user_id), 0)
-        WHERE queue_head = 0 AND id = (
-            SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
-            AND status = 'queued' ORDER BY queued_at, id LIMIT 1);
+        {_DEMOTE_OTHER_HEADS}
+        {_PROMOTE_FIRST_WAITING}
     END;
     -- A job back in the queue (its worker died or stopped) keeps its place in
     -- time, so it may come before its owner's current head.
     CREATE TRIGGER jobs_requeued AFTER UPDATE OF status ON jobs
     WHEN NEW.status = 'queued' AND OLD.status != 'queued'
     BEGIN
-        UPDATE jobs SET queue_head = 0
-        WHERE platform = NEW.platform AND user_id = NEW.user_id AND status = 'queued'
-            AND queue_head = 1 AND id != (
-                SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
-                AND status = 'queued' ORDER BY queued_at, id LIMIT 1);
-        UPDATE jobs SET queue_head = 1, owner_served_at = COALESCE((
-                SELECT last_served_at FROM users
-                WHERE platform = NEW.platform AND user_id = NEW.user_id), 0)
-        WHERE queue_head = 0 AND id = (
-            SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
-            AND status = 'queued' ORDER BY queued_at, id LIMIT 1);
+        {_DEMOTE_OTHER_HEADS}
+        {_PROMOTE_FIRST_WAITING}
     END;
     -- A job leaves the queue (claimed, cancelled, failed): a claim records
     -- when its owner was served (the round-robin key), then the owner's next
@@ -165,12 +164,7 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO users (platform, user_id, last_served_at)
         SELECT NEW.platform, NEW.user_id, NEW.heartbeat_at WHERE NEW.status = 'running'
         ON CONFLICT (platform, user_id) DO UPDATE SET last_served_at = excluded.last_served_at;
-        UPDATE jobs SET queue_head = 1, owner_served_at = COALESCE((
-                SELECT last_served_at FROM users
-                WHERE platform = NEW.platform AND user_id = NEW.user_id), 0)
-        WHERE queue_head = 0 AND id = (
-            SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
-            AND status = 'queued' ORDER BY queued_at, id LIMIT 1);
+        {_PROMOTE_FIRST_WAITING}
     END;
     """,
 )
