@@ -60,7 +60,6 @@ IDLE_POLL = 1.0  # seconds between two claims while the queue is empty
 # Seconds without an event from the engine after which the GPU is taken to hang
 # (a driver fault). The slowest legitimate gap is a long video's final encode
 # or a section's decode in the low memory mode: minutes, not a quarter hour.
-STALL_SECONDS = 900.0
 EXIT_STALLED = 3
 _T = TypeVar("_T")
 
@@ -74,7 +73,7 @@ class ModelUnavailable(Exception):
 
 
 class EngineStalled(Exception):
-    """The engine gave no event for STALL_SECONDS: its thread cannot be stopped or joined.
+    """No engine event for `[worker] stall_seconds`: its thread cannot be stopped or joined.
 
     The worker stops heart-beating and the process exits; the store hands the
     job out again once its heartbeat is stale (the attempt counts, so a job that
@@ -236,7 +235,8 @@ class Worker:
             return
         except EngineStalled:
             await lease.stop()  # left running: it goes back to the queue once stale
-            job_log("!", f"the engine made no progress for {STALL_SECONDS:.0f} s", logging.ERROR)
+            stall = self.settings.worker.stall_seconds
+            job_log("!", f"the engine made no progress for {stall:.0f} s", logging.ERROR)
             raise
         except Exception as exc:
             await lease.stop()
@@ -318,7 +318,7 @@ class Worker:
         pending = pull()
         try:
             while True:
-                event = await _within_stall_limit(pending)
+                event = await _within_stall_limit(pending, self.settings.worker.stall_seconds)
                 if event is None:
                     raise RuntimeError("the engine stopped before the video was finished")
                 if isinstance(event, Done):
@@ -449,11 +449,11 @@ class Worker:
         job_log("×", f"failed: {reason}")
 
 
-async def _within_stall_limit(pending: asyncio.Future[_T]) -> _T:
+async def _within_stall_limit(pending: asyncio.Future[_T], seconds: float) -> _T:
     try:
-        return await asyncio.wait_for(asyncio.shield(pending), STALL_SECONDS)
+        return await asyncio.wait_for(asyncio.shield(pending), seconds)
     except TimeoutError:
-        raise EngineStalled(f"no event from the engine for {STALL_SECONDS:.0f} s") from None
+        raise EngineStalled(f"no event from the engine for {seconds:.0f} s") from None
 
 
 _OOM_MESSAGE = (

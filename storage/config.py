@@ -130,6 +130,9 @@ class WorkerSettings:
     heartbeat_seconds: float = _spec(5.0, min=0.5)
     step_event_interval: float = _spec(1.0, min=0.0, help="least seconds between two step events")
     restart_backoff_max: float = _spec(60.0, min=1.0)
+    stall_seconds: float = _spec(
+        900.0, min=60.0, help="an engine silent this long is hung: the worker exits"
+    )
 
 
 @dataclass(frozen=True)
