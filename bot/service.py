@@ -17,7 +17,7 @@ from bot.images import check_image, save_input
 from bot.requests import USAGE, AnimateOptions, UserError, build_params, new_seed
 from storage.config import Settings
 from storage.files import DataDir
-from storage.records import Job, JobStatus
+from storage.records import Job, JobParams, JobStatus
 from storage.store import IllegalTransition, JobStore, QueueRefused, format_duration
 
 log = logging.getLogger("framepack_bot.bot")
@@ -100,24 +100,19 @@ class BotService:
         # decodes). A ban is refused by enqueue, which removes the pictures again.
         input_path, end_path = await asyncio.to_thread(self._store_pictures, image, end_image)
         try:
-            job = await self.store.enqueue(
-                platform=who.platform,
-                user_id=who.user_id,
-                user_name=who.name,
-                chat_id=who.chat_id,
-                params=params,
+            job = await self._enqueue(
+                who,
+                params,
                 input_path=str(input_path),
                 end_image_path=str(end_path) if end_path else None,
                 upload_limit=upload_limit,
                 origin=origin,
-                exempt=who.is_admin,
             )
-        except QueueRefused as refused:
+        except UserError:
             input_path.unlink(missing_ok=True)
             if end_path:
                 end_path.unlink(missing_ok=True)
-            log.info("refused %s:%s: %s", who.platform, who.user_id, refused.reason)
-            raise UserError(refused.message) from None
+            raise
         log.info(
             "job %d queued by %s:%s (%gs, %d steps, %s)",
             job.id,
@@ -128,6 +123,34 @@ class BotService:
             params.model,
         )
         return job
+
+    async def _enqueue(
+        self,
+        who: Requester,
+        params: JobParams,
+        *,
+        input_path: str,
+        end_image_path: str | None,
+        upload_limit: int | None,
+        origin: dict[str, Any] | None,
+    ) -> Job:
+        """Queue a job for `who`; a refusal of the queue becomes a `UserError`."""
+        try:
+            return await self.store.enqueue(
+                platform=who.platform,
+                user_id=who.user_id,
+                user_name=who.name,
+                chat_id=who.chat_id,
+                params=params,
+                input_path=input_path,
+                end_image_path=end_image_path,
+                upload_limit=upload_limit,
+                origin=origin,
+                exempt=who.is_admin,
+            )
+        except QueueRefused as refused:
+            log.info("refused %s:%s: %s", who.platform, who.user_id, refused.reason)
+            raise UserError(refused.message) from None
 
     def _store_pictures(self, image: bytes, end_image: bytes | None) -> tuple[Path, Path | None]:
         """Check both pictures, then write them to the data dir (a refusal writes nothing)."""
@@ -157,21 +180,14 @@ class BotService:
                 "The picture of that job is gone (old files are removed). Please send it again."
             )
         params = dataclasses.replace(old.params, seed=new_seed())
-        try:
-            job = await self.store.enqueue(
-                platform=who.platform,
-                user_id=who.user_id,
-                user_name=who.name,
-                chat_id=who.chat_id,
-                params=params,
-                input_path=old.input_path,
-                end_image_path=old.end_image_path,
-                upload_limit=upload_limit if upload_limit is not None else old.upload_limit,
-                origin={**(origin or {}), "reroll_of": old.id},
-                exempt=who.is_admin,
-            )
-        except QueueRefused as refused:
-            raise UserError(refused.message) from None
+        job = await self._enqueue(
+            who,
+            params,
+            input_path=old.input_path,
+            end_image_path=old.end_image_path,
+            upload_limit=upload_limit if upload_limit is not None else old.upload_limit,
+            origin={**(origin or {}), "reroll_of": old.id},
+        )
         log.info(
             "job %d queued by %s:%s (re-roll of %d)", job.id, who.platform, who.user_id, old.id
         )

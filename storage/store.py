@@ -116,6 +116,11 @@ def sections_for(seconds: float, latent_window: int = 9, fps: int = 30) -> int:
     return max(round((seconds * fps) / (latent_window * 4)), 1)
 
 
+def render_seconds(seconds: float, steps: int, per_step: float) -> float:
+    """Seconds a job of `seconds` of video and `steps` steps renders at `per_step`."""
+    return sections_for(seconds) * steps * per_step
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     if seconds < 60:
@@ -620,7 +625,7 @@ class StoreCore:
         """Seconds of rendering this job will likely take, from recent timings."""
         if per_step is None:
             per_step = self.step_seconds(params.model)
-        return sections_for(params.seconds) * params.steps * per_step
+        return render_seconds(params.seconds, params.steps, per_step)
 
     def positions(self, until: int | None = None) -> dict[int, QueuePosition]:
         """The position and estimated start of every waiting job (one pass).
@@ -643,7 +648,7 @@ class StoreCore:
         for index, (job_id, model, seconds, steps, *_) in enumerate(rows):
             if model not in per_step:
                 per_step[model] = self.step_seconds(model)
-            duration = sections_for(seconds) * steps * per_step[model]
+            duration = render_seconds(seconds, steps, per_step[model])
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             out[job_id] = QueuePosition(
