@@ -6,6 +6,8 @@ and over the whole drain, for our store (fair order, stale check, pause flag,
 events) beside a single-table FIFO on plain sqlite3. Each is measured two ways:
 called directly on a sqlite3 connection, and through one aiosqlite thread hop
 (how the worker and the bot call it), so the ratios compare like with like.
+The queues are drained in turns of 100 claims, so the machine's changes of
+speed during the run fall on all of them alike.
 Like any job queue, the FIFO's claim hands its worker the job: its row with the
 same parameters JSON, decoded. The ratio against a FIFO that returns only the
 id is printed too.
@@ -29,10 +31,14 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import asyncio
+import contextlib
 import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiosqlite
 
@@ -61,6 +67,7 @@ def summary(name: str, enqueue_s: float, claims: list[float], drain_s: float, jo
 
 
 CHECKPOINT_EVERY = 500  # jobs; the worker folds the WAL when a job ends
+TURN = 100  # claims each queue makes before the next one takes its turn
 
 
 class Fifo:
@@ -108,27 +115,53 @@ class FifoIdOnly(Fifo):
     returns_job = False
 
 
-async def drain(name: str, enqueue, claim, complete, checkpoint, jobs: int, users: int) -> dict:
-    """Enqueue `jobs`, then claim and complete them all, timing each claim."""
-    t0 = time.perf_counter()
-    for i in range(jobs):
-        await enqueue(f"user{i % users}")
-    enqueue_s = time.perf_counter() - t0
-    await checkpoint()
-    claims: list[float] = []
-    t0 = time.perf_counter()
-    while True:
-        c0 = time.perf_counter()
-        job = await claim()
-        if job is None:
-            break
-        claims.append(time.perf_counter() - c0)
-        await complete(job)
-        if len(claims) % CHECKPOINT_EVERY == 0:
-            await checkpoint()
-    drain_s = time.perf_counter() - t0
-    assert len(claims) == jobs, (name, len(claims))
-    return summary(name, enqueue_s, claims, drain_s, jobs)
+@dataclass
+class Contender:
+    """One queue under test: its four operations, and what was measured of it."""
+
+    name: str
+    enqueue: Callable[[str], Awaitable[object]]
+    claim: Callable[[], Awaitable[Any]]
+    complete: Callable[[Any], Awaitable[object]]
+    checkpoint: Callable[[], Awaitable[object]]
+    claims: list[float] = field(default_factory=list)
+    drain_s: float = 0.0
+    enqueue_s: float = 0.0
+    done: bool = False
+
+
+async def race(contenders: list[Contender], jobs: int, users: int) -> list[dict]:
+    """Enqueue `jobs` into each, then drain them all in turns, timing each claim.
+
+    The contenders take turns of `TURN` claims (~20-50 ms each), so a slower or
+    faster stretch of the machine (this one varies by a quarter over seconds)
+    falls on all of them alike, while within a turn each runs with its own
+    pages in the caches, as when it runs alone.
+    """
+    for c in contenders:
+        t0 = time.perf_counter()
+        for i in range(jobs):
+            await c.enqueue(f"user{i % users}")
+        c.enqueue_s = time.perf_counter() - t0
+        await c.checkpoint()
+    while not all(c.done for c in contenders):
+        for c in contenders:
+            for _ in range(TURN):
+                if c.done:
+                    break
+                c0 = time.perf_counter()
+                job = await c.claim()
+                if job is None:
+                    c.done = True
+                    break
+                c.claims.append(time.perf_counter() - c0)
+                await c.complete(job)
+                if len(c.claims) % CHECKPOINT_EVERY == 0:
+                    await c.checkpoint()
+                c.drain_s += time.perf_counter() - c0
+    for c in contenders:
+        assert len(c.claims) == jobs, (c.name, len(c.claims))
+    return [summary(c.name, c.enqueue_s, c.claims, c.drain_s, jobs) for c in contenders]
 
 
 def sync(fn):
@@ -143,10 +176,15 @@ async def run_all(tmp: Path, jobs: int, users: int) -> list[dict]:
         max_waiting_per_user=jobs, max_waiting=jobs + 1, max_video_seconds_per_day=0
     )
     params = JobParams(prompt="a cat walks")
-    rows = []
-    async with await JobStore.open(tmp / "ours-async.sqlite3", limits) as store:
-        rows.append(
-            await drain(
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            await JobStore.open(tmp / "ours-async.sqlite3", limits)
+        )
+        conn = open_sync(tmp / "ours-sync.sqlite3")
+        stack.callback(conn.close)
+        core = StoreCore(conn, limits)
+        contenders = [
+            Contender(
                 "ours, aiosqlite",
                 lambda u: store.enqueue(
                     platform="telegram", user_id=u, chat_id="c", params=params, input_path="/in.png"
@@ -154,58 +192,51 @@ async def run_all(tmp: Path, jobs: int, users: int) -> list[dict]:
                 lambda: store.claim("w1"),
                 lambda job: store.complete(job.id, "w1", result_path="/v.mp4"),
                 store.checkpoint,
-                jobs,
-                users,
-            )
-        )
-    conn = open_sync(tmp / "ours-sync.sqlite3")
-    core = StoreCore(conn, limits)
-    rows.append(
-        await drain(
-            "ours, sqlite3",
-            sync(
-                lambda u: core.enqueue(
-                    platform="telegram", user_id=u, chat_id="c", params=params, input_path="/in.png"
-                )
             ),
-            sync(lambda: core.claim("w1")),
-            sync(lambda job: core.complete(job.id, "w1", result_path="/v.mp4")),
-            sync(core.checkpoint),
-            jobs,
-            users,
-        )
-    )
-    conn.close()
-    for kind, label in ((Fifo, "FIFO"), (FifoIdOnly, "FIFO, id only")):
-        conn = await aiosqlite.connect(tmp / f"{kind.__name__}-async.sqlite3", isolation_level=None)
-        fifo = await conn._execute(kind, conn._conn)
-        rows.append(
-            await drain(
-                f"{label}, aiosqlite",
-                lambda u, fifo=fifo, conn=conn: conn._execute(fifo.enqueue, u),
-                lambda fifo=fifo, conn=conn: conn._execute(fifo.claim),
-                lambda job, fifo=fifo, conn=conn: conn._execute(fifo.complete, job),
-                lambda fifo=fifo, conn=conn: conn._execute(fifo.checkpoint),
-                jobs,
-                users,
+            Contender(
+                "ours, sqlite3",
+                sync(
+                    lambda u: core.enqueue(
+                        platform="telegram",
+                        user_id=u,
+                        chat_id="c",
+                        params=params,
+                        input_path="/in.png",
+                    )
+                ),
+                sync(lambda: core.claim("w1")),
+                sync(lambda job: core.complete(job.id, "w1", result_path="/v.mp4")),
+                sync(core.checkpoint),
+            ),
+        ]
+        for kind, label in ((Fifo, "FIFO"), (FifoIdOnly, "FIFO, id only")):
+            aconn = await aiosqlite.connect(
+                tmp / f"{kind.__name__}-async.sqlite3", isolation_level=None
             )
-        )
-        await conn.close()
-        plain = sqlite3.connect(tmp / f"{kind.__name__}-sync.sqlite3", isolation_level=None)
-        fifo = kind(plain)
-        rows.append(
-            await drain(
-                f"{label}, sqlite3",
-                sync(fifo.enqueue),
-                sync(fifo.claim),
-                sync(fifo.complete),
-                sync(fifo.checkpoint),
-                jobs,
-                users,
+            stack.push_async_callback(aconn.close)
+            fifo = await aconn._execute(kind, aconn._conn)
+            contenders.append(
+                Contender(
+                    f"{label}, aiosqlite",
+                    lambda u, fifo=fifo, aconn=aconn: aconn._execute(fifo.enqueue, u),
+                    lambda fifo=fifo, aconn=aconn: aconn._execute(fifo.claim),
+                    lambda job, fifo=fifo, aconn=aconn: aconn._execute(fifo.complete, job),
+                    lambda fifo=fifo, aconn=aconn: aconn._execute(fifo.checkpoint),
+                )
             )
-        )
-        plain.close()
-    return rows
+            plain = sqlite3.connect(tmp / f"{kind.__name__}-sync.sqlite3", isolation_level=None)
+            stack.callback(plain.close)
+            fifo = kind(plain)
+            contenders.append(
+                Contender(
+                    f"{label}, sqlite3",
+                    sync(fifo.enqueue),
+                    sync(fifo.claim),
+                    sync(fifo.complete),
+                    sync(fifo.checkpoint),
+                )
+            )
+        return await race(contenders, jobs, users)
 
 
 def main() -> None:

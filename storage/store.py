@@ -4,7 +4,7 @@ positions and estimates, events, delivery, users and chat message references.
 Semantics are at-least-once: a job may run twice (a worker that stops
 heart-beating loses its job, which resumes from its last section checkpoint
 on the next worker). Claims are atomic across processes: one `UPDATE …
-RETURNING` inside a `BEGIN IMMEDIATE` transaction, its row count checked.
+RETURNING` statement, which SQLite runs under its write lock.
 
 Fairness: a user's n-th waiting job never runs before every other user's
 earlier-ranked waiting jobs. Waiting jobs are ordered by (rank among their
@@ -16,7 +16,8 @@ keep the GPU until all five ran. Breaking ties by "least recently served
 first" keeps the DESIGN rule (nobody's n-th job runs before another's
 earlier-ranked one) and gives the round robin users expect. Rank and served
 time are kept in columns of the waiting jobs (updated for one user when that
-user's waiting set changes), so the claim and the positions read one index.
+user's waiting set changes, by the triggers of migrations 4 and 5), so the
+claim and the positions read one index.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import sqlite3
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -72,6 +73,26 @@ ESTIMATE_COLUMNS = ", ".join(
         f"COALESCE(json_extract(j.params, '$.{name}'), {getattr(JobParams, name)!r})"
         for name in ("model", "seconds", "steps")
     ]
+)
+
+
+# A job's columns in the order of its record's fields. Every read of a job
+# selects exactly these and `_job` decodes them by position: by-name lookups
+# and the frozen dataclass's __init__ (an object.__setattr__ per field) were a
+# third of a claim's time.
+JOB_COLUMNS: tuple[str, ...] = tuple(Job.__dataclass_fields__)
+JOB_SELECT = ", ".join(JOB_COLUMNS)
+_new_job = object.__new__
+_STATUS = {status.value: status for status in JobStatus}
+
+# One statement picks the fair next job and takes it (see `StoreCore.claim`).
+_CLAIM_SQL = (
+    "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, "
+    "started_at = COALESCE(started_at, ?), attempts = attempts + 1, queue_head = 0 "
+    "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND queue_head = 1 "
+    "ORDER BY owner_served_at, queued_at, id LIMIT 1) AND status = 'queued' "
+    "AND NOT EXISTS (SELECT 1 FROM flags WHERE name = 'paused' AND value = '1') "
+    f"RETURNING {JOB_SELECT}"
 )
 
 
@@ -132,31 +153,17 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _job(row: Mapping[str, Any]) -> Job:
-    return Job(
-        id=row["id"],
-        platform=row["platform"],
-        user_id=row["user_id"],
-        user_name=row["user_name"],
-        chat_id=row["chat_id"],
-        params=JobParams.from_json(row["params"]),
-        input_path=row["input_path"],
-        end_image_path=row["end_image_path"],
-        status=JobStatus(row["status"]),
-        attempts=row["attempts"],
-        worker_id=row["worker_id"],
-        queued_at=row["queued_at"],
-        started_at=row["started_at"],
-        heartbeat_at=row["heartbeat_at"],
-        finished_at=row["finished_at"],
-        cancel_requested=bool(row["cancel_requested"]),
-        upload_limit=row["upload_limit"],
-        result_path=row["result_path"],
-        delivery_path=row["delivery_path"],
-        error=row["error"],
-        delivered_at=row["delivered_at"],
-        origin=json.loads(row["origin"] or "{}"),
-    )
+def _job(row: Sequence[Any]) -> Job:
+    """A Job from a row that starts with `JOB_SELECT`'s columns (a tuple or a sqlite3.Row)."""
+    job = _new_job(Job)
+    values = job.__dict__  # every field set here, of its type: what __init__ would set
+    values.update(zip(JOB_COLUMNS, row))  # noqa: B905 - rows may carry more columns after
+    values["params"] = JobParams.from_json(values["params"])
+    values["status"] = _STATUS[values["status"]]
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    origin = values["origin"]
+    values["origin"] = json.loads(origin) if origin and origin != "{}" else {}
+    return job
 
 
 def _event(row: Mapping[str, Any]) -> JobEvent:
@@ -214,13 +221,13 @@ class StoreCore:
         checkpoint(self.db)
 
     def get(self, job_id: int) -> Job:
-        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = self._one(f"SELECT {JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(f"no job #{job_id}")
         return _job(row)
 
     def find(self, job_id: int) -> Job | None:
-        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = self._one(f"SELECT {JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
     def find_many(self, job_ids: Iterable[int]) -> dict[int, Job]:
@@ -230,17 +237,19 @@ class StoreCore:
         for start in range(0, len(ids), 500):  # well under SQLite's bound on parameters
             chunk = ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            for row in self._all(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
+            for row in self._all(f"SELECT {JOB_SELECT} FROM jobs WHERE id IN ({marks})", chunk):
                 found[row["id"]] = _job(row)
         return found
 
     def waiting(self) -> list[Job]:
         """Every queued job, in the order they will run."""
-        rows = self._all(FAIR_ORDER_SQL.format(columns="j.*"))
+        rows = self._all(FAIR_ORDER_SQL.format(columns=", ".join(f"j.{c}" for c in JOB_COLUMNS)))
         return [_job(r) for r in rows]
 
     def running(self) -> list[Job]:
-        rows = self._all("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at, id")
+        rows = self._all(
+            f"SELECT {JOB_SELECT} FROM jobs WHERE status = 'running' ORDER BY started_at, id"
+        )
         return [_job(r) for r in rows]
 
     def jobs_of(
@@ -250,19 +259,20 @@ class StoreCore:
         statuses: Iterable[JobStatus] | None = None,
         limit: int = 50,
     ) -> list[Job]:
-        sql = "SELECT * FROM jobs WHERE platform = ? AND user_id = ?"
+        sql = f"SELECT {JOB_SELECT} FROM jobs WHERE platform = ? AND user_id = ?"
         args: list[Any] = [platform, user_id]
         if statuses is not None:
             wanted = [s.value for s in statuses]
             sql += f" AND status IN ({','.join('?' * len(wanted))})"
             args += wanted
-        rows = self._all(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        # newest first, read backwards along jobs_of_user (user_id, queued_at)
+        rows = self._all(sql + " ORDER BY queued_at DESC, id DESC LIMIT ?", [*args, limit])
         return [_job(r) for r in rows]
 
     def undelivered(self) -> list[Job]:
         """Finished jobs whose owner has not been told yet (done, failed or cancelled)."""
         rows = self._all(
-            "SELECT * FROM jobs WHERE status IN ('done', 'failed', 'cancelled') "
+            f"SELECT {JOB_SELECT} FROM jobs WHERE status IN ('done', 'failed', 'cancelled') "
             "AND delivered_at IS NULL ORDER BY finished_at, id"
         )
         return [_job(r) for r in rows]
@@ -338,8 +348,11 @@ class StoreCore:
         over = user.overrides
         per_user = int(over.get("max_waiting_per_user", limits.max_waiting_per_user))
         row = self._one(
-            "SELECT COUNT(*) AS n FROM jobs WHERE platform = ? AND user_id = ? "
-            "AND status IN ('queued', 'running')",
+            # two partial indexes (waiting, running): no walk through the user's history
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE platform = ?1 AND user_id = ?2 "
+            "AND status = 'queued') + (SELECT COUNT(*) FROM jobs INDEXED BY jobs_running "
+            "WHERE platform = ?1 "
+            "AND user_id = ?2 AND status = 'running') AS n",
             (platform, user_id),
         )
         if row is not None and row["n"] >= per_user:
@@ -351,8 +364,9 @@ class StoreCore:
         cooldown = float(over.get("cooldown_seconds", limits.cooldown_seconds))
         if cooldown > 0:
             row = self._one(
-                "SELECT MAX(queued_at) AS last FROM jobs WHERE platform = ? AND user_id = ?",
-                (platform, user_id),
+                "SELECT queued_at AS last FROM jobs WHERE user_id = ? AND platform = ? "
+                "ORDER BY queued_at DESC LIMIT 1",
+                (user_id, platform),
             )
             if row is not None and row["last"] is not None and now - row["last"] < cooldown:
                 wait = math.ceil(cooldown - (now - row["last"]))
@@ -396,7 +410,7 @@ class StoreCore:
         Must run inside a transaction. `expect` narrows the allowed sources;
         `fields` are columns set with it.
         """
-        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = self._one(f"SELECT {JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(f"no job #{job_id}")
         current = JobStatus(row["status"])
@@ -445,15 +459,9 @@ class StoreCore:
         # statement.
         # fetchall steps the statement to its end: that is when an autocommit
         # statement commits and lets go of the write lock.
-        rows = self._all(
-            "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, "
-            "started_at = COALESCE(started_at, ?), attempts = attempts + 1, queue_head = 0 "
-            "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND queue_head = 1 "
-            "ORDER BY owner_served_at, queued_at, id LIMIT 1) AND status = 'queued' "
-            "AND NOT EXISTS (SELECT 1 FROM flags WHERE name = 'paused' AND value = '1') "
-            "RETURNING *",
-            (worker_id, now, now),
-        )
+        cur = self.db.cursor()
+        cur.row_factory = None  # plain tuples: the claim decodes by position (see `_job`)
+        rows = cur.execute(_CLAIM_SQL, (worker_id, now, now)).fetchall()
         return _job(rows[0]) if rows else None
 
     def heartbeat(self, job_id: int, worker_id: str) -> bool:
@@ -817,7 +825,7 @@ class StoreCore:
     def expired_jobs(self, older_than: float) -> list[Job]:
         """Finished jobs whose files may go: never a done job not yet delivered."""
         rows = self._all(
-            "SELECT * FROM jobs WHERE files_removed = 0 AND finished_at < ? AND "
+            f"SELECT {JOB_SELECT} FROM jobs WHERE files_removed = 0 AND finished_at < ? AND "
             "(status IN ('failed', 'cancelled') OR (status = 'done' AND delivered_at IS NOT NULL))",
             (self.clock() - older_than,),
         )

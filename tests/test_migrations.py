@@ -42,6 +42,9 @@ async def test_every_earlier_version_migrates(tmp_path: Path, version: int) -> N
             assert order == [("a", "old"), ("b", "old"), ("a", "old")]
             job = await store.claim("w")
             assert job is not None and job.user_id == "a" and job.params.seconds == 3
+            # a was served just now (recorded for owners the old file never
+            # had a users row for), so b goes before a's second job
+            assert [(await store.claim("w")).user_id for _ in range(2)] == ["b", "a"]
             assert (await store.get(4)).status is JobStatus.DONE
 
 

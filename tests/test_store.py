@@ -273,3 +273,29 @@ async def test_params_round_trip(store: JobStore) -> None:
     )
     again = await store.get(job.id)
     assert again.params == params and again.upload_limit == 10 << 20
+
+
+def test_the_queue_statements_read_their_indexes_not_the_history(tmp_path) -> None:
+    """A user's first waiting job and their limits come from the small partial
+    indexes: a plan that walks the user's whole history would make every claim
+    and every /animate slower as the bot ages (benchmarks/queue.py)."""
+    from storage.db import _FIRST_WAITING, open_sync
+
+    conn = open_sync(tmp_path / "q.sqlite3")
+    first = _FIRST_WAITING.replace("NEW.platform", "'telegram'").replace("NEW.user_id", "'u'")
+    running = (
+        "SELECT COUNT(*) FROM jobs INDEXED BY jobs_running "
+        "WHERE platform = 'telegram' AND user_id = 'u' AND status = 'running'"
+    )
+    for sql, index in (
+        (first, "jobs_user_waiting"),
+        (
+            "SELECT COUNT(*) FROM jobs WHERE platform = 'telegram' AND user_id = 'u' "
+            "AND status = 'queued'",
+            "jobs_user_waiting",
+        ),
+        (running, "jobs_running"),
+    ):
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert f"INDEX {index}" in plan, (sql, plan)
+    conn.close()
