@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.requests import UserError
-from storage.files import DataDir, write_atomic
+from storage.files import DataDir
 
 MIN_SIDE = 32
 
@@ -109,5 +109,18 @@ def check_image(
 
 
 def save_input(image: CheckedImage, data: DataDir) -> Path:
-    """Store a checked picture in the data dir (before the job that uses it is queued)."""
-    return write_atomic(data.new_input_path(image.suffix), image.data)
+    """Store a checked picture in the data dir (before the job that uses it is queued).
+
+    Written in place under a new random name: nothing reads it before its job is
+    queued, so a crash halfway leaves only an orphan that retention removes (a
+    temporary file and a rename cost as much as the write, in a burst).
+    """
+    path = data.new_input_path(image.suffix)
+    try:
+        out = path.open("xb")
+    except FileNotFoundError:  # the first picture, or the folder was removed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = path.open("xb")
+    with out:
+        out.write(image.data)
+    return path

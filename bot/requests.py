@@ -22,6 +22,10 @@ USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
 )
 
+# Random seeds need no secrecy: one generator seeded from the OS at start (a
+# SystemRandom per job read the OS's randomness on the event loop each time).
+_SEEDS = random.Random()
+
 
 class UserError(Exception):
     """Bad input; `message` is shown to the user as is."""
@@ -145,7 +149,7 @@ def build_params(
         raise UserError("An end image works with --model framepack only (F1 renders forwards).")
     seed = options.seed
     if seed is None:
-        seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
+        seed = (rng or _SEEDS).randint(0, SEED_MAX)
     if not 0 <= seed <= SEED_MAX:
         raise UserError(f"--seed must be between 0 and {SEED_MAX}, not {seed}.")
     return JobParams(
@@ -154,4 +158,4 @@ def build_params(
 
 
 def new_seed(rng: random.Random | None = None) -> int:
-    return (rng or random.SystemRandom()).randint(0, SEED_MAX)
+    return (rng or _SEEDS).randint(0, SEED_MAX)

@@ -16,6 +16,7 @@ turns them into `RetryAfter`, `BadRequest` and the rest.
 
 from __future__ import annotations
 
+import urllib.parse
 import urllib.request
 
 import aiohttp
@@ -110,9 +111,10 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
+        body, headers = _body(request_data)
         try:
             async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy
+                method, url, data=body, headers=headers, timeout=timeout, proxy=self._proxy
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as err:  # aiohttp's timeouts are this builtin on Python 3.11+
@@ -121,16 +123,25 @@ class AiohttpRequest(BaseRequest):
             raise NetworkError(f"aiohttp.{err.__class__.__name__}: {err}") from err
 
 
-def _body(request_data: RequestData | None) -> aiohttp.FormData | dict[str, str] | None:
-    """The call's parameters as a form; files make it multipart, as the Bot API wants."""
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _body(
+    request_data: RequestData | None,
+) -> tuple[aiohttp.FormData | bytes | None, dict[str, str] | None]:
+    """The call's parameters and their content type: a form, multipart with files.
+
+    Without files the form is encoded here: given a dict, aiohttp builds a
+    multipart writer for every call before it finds it needs none.
+    """
     if request_data is None:
-        return None
+        return None, None
     fields = request_data.json_parameters
     if not request_data.contains_files:
-        return fields
+        return urllib.parse.urlencode(fields).encode(), FORM
     form = aiohttp.FormData()
     for name, value in fields.items():
         form.add_field(name, value)
     for name, (filename, content, mime_type) in request_data.multipart_data.items():
         form.add_field(name, content, filename=filename, content_type=mime_type)
-    return form
+    return form, None

@@ -19,21 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     InputMediaPhoto,
     InputMediaVideo,
-    Message,
     ReplyParameters,
 )
 from telegram.constants import ChatAction
@@ -133,6 +134,10 @@ class JobMessages:
         self._wanted: dict[int, tuple[Job, JobView]] = {}
         self._showing: dict[int, asyncio.Task[None]] = {}
         self._posting: set[str] = set()  # origin tokens of jobs whose handler posts them now
+        # Tokens are unique across runs (they are stored in the job): this run's random
+        # id, then a count (a uuid4 per job cost a random read on the event loop).
+        self._run = uuid.uuid4().hex[:12]
+        self._tokens = itertools.count(1)
 
     def close(self) -> None:
         """Drop the pending progress edits (the next start brings the messages up to date)."""
@@ -143,7 +148,7 @@ class JobMessages:
     def posting(self) -> Iterator[str]:
         """A token for the origin of a job a handler queues and then posts itself: until
         then the tracker leaves the job's message to it."""
-        token = uuid.uuid4().hex
+        token = f"{self._run}-{next(self._tokens)}"
         self._posting.add(token)
         try:
             yield token
@@ -262,10 +267,8 @@ class JobMessages:
         media = view.media or Media("photo", job.input_path)
         shown = Shown.of(dataclasses.replace(view, media=media), job.id)
         chat_id = int(job.chat_id)
-        sent = await self._send_media(chat_id, media, shown, reply_id, photo_id)
-        await self.store.set_message(
-            job.id, PLATFORM, str(chat_id), str(sent.message_id), shown.dump()
-        )
+        message_id = await self._send_media(chat_id, media, shown, reply_id, photo_id)
+        await self.store.set_message(job.id, PLATFORM, str(chat_id), str(message_id), shown.dump())
 
     async def _send_media(
         self,
@@ -274,7 +277,8 @@ class JobMessages:
         shown: Shown,
         reply_id: int | None,
         photo_id: str | None = None,
-    ) -> Message:
+    ) -> int:
+        """Send the job's message; its id."""
         bot = self.bot
         markup = _keyboard(shown)
         reply = reply_to(reply_id)
@@ -282,25 +286,29 @@ class JobMessages:
             read = photo_bytes if media.kind == "photo" else _read_bytes
             data = photo_id or await asyncio.to_thread(read, media.path)
         except OSError:  # the picture is gone (retention): the text alone
-            return await self.call(
+            sent = await self.call(
                 chat_id,
                 lambda: bot.send_message(
                     chat_id, shown.caption, reply_markup=markup, reply_parameters=reply
                 ),
             )
+            return sent.message_id
         if media.kind == "photo":
-            return await self.call(
+            photo = data if isinstance(data, str) else InputFile(data)
+            answer = await self.call(
                 chat_id,
-                lambda: bot.send_photo(
-                    chat_id,
-                    data,
+                lambda: self._api(
+                    "sendphoto",
+                    chat_id=chat_id,
+                    photo=photo,
                     caption=shown.caption,
                     reply_markup=markup,
                     reply_parameters=reply,
                 ),
             )
+            return int(answer["message_id"])
         async with self._uploading_video(chat_id), self._upload_refusal(len(data)):
-            return await self.call(
+            sent = await self.call(
                 chat_id,
                 lambda: bot.send_video(
                     chat_id,
@@ -312,6 +320,20 @@ class JobMessages:
                     filename=Path(media.path).name,
                 ),
             )
+            return sent.message_id
+
+    async def _api(self, method: str, **params: Any) -> dict[str, Any]:
+        """A Bot API call whose answer stays plain JSON.
+
+        PTB's typed methods build a `Message` of every answer, the replied-to message
+        inside it included. For a new job's first reply that cost as much CPU as the
+        HTTP call itself (benchmarks/telegram.py: a fifth of the bot's time in a
+        burst of /animate), and only the message's id is kept. The method is spelt
+        in lower case: the Bot API's methods are case-insensitive, and PTB warns
+        when do_api_request is given one that it has a typed version of.
+        """
+        kwargs = {name: value for name, value in params.items() if value is not None}
+        return await self.bot.do_api_request(method, api_kwargs=kwargs)
 
     async def _edit(self, job: Job, view: JobView, ref: ChatMessageRef) -> None:
         """Edit the message into `view`: its media when that changed, else its caption."""

@@ -39,7 +39,7 @@ class DataDir:
         return self.root / "inputs"
 
     def new_input_path(self, suffix: str = ".png") -> Path:
-        self.inputs.mkdir(parents=True, exist_ok=True)
+        """A fresh name in inputs/ (the folder may not exist yet)."""
         return self.inputs / f"{uuid.uuid4().hex}{suffix}"
 
     def work_dir(self, job_id: int) -> Path:

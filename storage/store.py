@@ -638,8 +638,36 @@ class StoreCore:
     def positions(self, until: int | None = None) -> dict[int, QueuePosition]:
         """The position and estimated start of every waiting job (one pass).
 
-        With `until`, only the jobs up to that one: all its estimate needs.
+        With `until`, that job's alone (the jobs before it are all its estimate needs).
         """
+        rows = self.db.execute(FAIR_ORDER_SQL.format(columns=ESTIMATE_COLUMNS)).fetchall()
+        return self._estimates(rows, until)
+
+    def position(self, job_id: int) -> QueuePosition | None:
+        """Where a waiting job stands; None when it is not waiting."""
+        row = self._one(
+            "SELECT queue_head, owner_served_at, queued_at FROM jobs "
+            "WHERE id = ? AND status = 'queued'",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        if not row["queue_head"]:
+            return self.positions(until=job_id).get(job_id)
+        # Its owner's first waiting job (a new job's usual case): the jobs ahead of it
+        # are the heads before it in the claim's own index, without ranking every
+        # waiting job (a quarter of the cost with a hundred waiting).
+        rows = self.db.execute(
+            f"SELECT {ESTIMATE_COLUMNS} FROM jobs AS j WHERE status = 'queued' "
+            "AND queue_head = 1 AND (owner_served_at, queued_at, id) <= (?, ?, ?) "
+            "ORDER BY owner_served_at, queued_at, id",
+            (row["owner_served_at"], row["queued_at"], job_id),
+        ).fetchall()
+        return self._estimates(rows, job_id).get(job_id)
+
+    def _estimates(self, rows: list[Any], until: int | None) -> dict[int, QueuePosition]:
+        """Positions and starts of waiting jobs given in their order (id, model, seconds,
+        steps first), up to `until`."""
         running = self.running()
         now = self.clock()
         # one worker may hold two running jobs for a moment (one finishing its
@@ -652,28 +680,26 @@ class StoreCore:
         per_step: dict[str, float] = {}  # one timings query per model, not per job
         # Waiting jobs run in order on the first worker to free up.
         free_at = sorted(busy.values()) or [0.0]
-        rows = self.db.execute(FAIR_ORDER_SQL.format(columns=ESTIMATE_COLUMNS)).fetchall()
         for index, (job_id, model, seconds, steps, *_) in enumerate(rows):
             if model not in per_step:
                 per_step[model] = self.step_seconds(model)
             duration = render_seconds(seconds, steps, per_step[model])
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
-            out[job_id] = QueuePosition(
-                job_id=job_id,
-                position=index + 1,
-                ahead=index,
-                running=len(running),
-                estimated_start=start,
-                estimated_duration=duration,
-            )
+            # a new job asks for its own position behind every other: records for the
+            # jobs ahead of it would be thrown away
+            if until is None or job_id == until:
+                out[job_id] = QueuePosition(
+                    job_id=job_id,
+                    position=index + 1,
+                    ahead=index,
+                    running=len(running),
+                    estimated_start=start,
+                    estimated_duration=duration,
+                )
             if job_id == until:
                 break
         return out
-
-    def position(self, job_id: int) -> QueuePosition | None:
-        """Where a waiting job stands; None when it is not waiting."""
-        return self.positions(until=job_id).get(job_id)
 
     def record_timing(self, timing: Timing) -> None:
         self.db.execute(

@@ -95,6 +95,9 @@ async def run_scenario(ops: list[tuple[str, object]]) -> None:
                 shown = sorted(positions, key=lambda j: positions[j].position)
                 assert shown == expected_order(waiting, served)
                 assert [positions[j].position for j in shown] == list(range(1, len(shown) + 1))
+                # one job's position (what a new job's message shows) agrees with all
+                for job_id, where in positions.items():
+                    assert await store.position(job_id) == where
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

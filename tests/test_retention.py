@@ -6,15 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from storage.files import DataDir, remove_expired_files
+from storage.files import DataDir, remove_expired_files, write_atomic
 from storage.records import JobParams
 from storage.store import JobStore
 from tests.conftest import ManualClock
 
 
 async def make_job(store: JobStore, data: DataDir, *, deliver: bool, status: str) -> int:
-    src = data.new_input_path()
-    src.write_bytes(b"png")
+    src = write_atomic(data.new_input_path(), b"png")
     job = await store.enqueue(
         platform="telegram",
         user_id=f"u{src.stem}",
@@ -43,8 +42,7 @@ async def test_old_files_go_undelivered_stay(tmp_path: Path, clock: ManualClock)
         delivered = await make_job(store, data, deliver=True, status="done")
         undelivered = await make_job(store, data, deliver=False, status="done")
         failed = await make_job(store, data, deliver=False, status="failed")
-        orphan = data.new_input_path()
-        orphan.write_bytes(b"never queued")
+        orphan = write_atomic(data.new_input_path(), b"never queued")
         os.utime(orphan, (time.time() - 2 * 86400,) * 2)
 
         assert await remove_expired_files(store, data, older_than=3600) == 0  # too young

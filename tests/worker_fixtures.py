@@ -77,6 +77,7 @@ def write_picture(data: DataDir, seed: int = 0) -> str:
         axis=-1,
     )
     path = data.new_input_path(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
     return str(path)
 
