@@ -7,7 +7,7 @@ events and the files of the data dir.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -63,7 +63,8 @@ class JobParams:
     cfg: float = 1.0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        # its fields are plain values: vars() gives them without asdict's deep copy
+        return json.dumps(vars(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobParams:

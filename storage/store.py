@@ -309,7 +309,7 @@ class StoreCore:
             row = self._one(
                 "INSERT INTO jobs (platform, user_id, user_name, chat_id, params, input_path, "
                 "end_image_path, status, queued_at, upload_limit, origin) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING {JOB_SELECT}",
                 (
                     platform,
                     user_id,
@@ -324,9 +324,8 @@ class StoreCore:
                 ),
             )
             assert row is not None
-            job_id = row["id"]  # a trigger makes it its owner's head if it is their first
-            self._add_event(job_id, EventKind.QUEUED, {}, now)
-            job = self.get(job_id)
+            job = _job(row)  # a trigger makes it its owner's head if it is their first
+            self._add_event(job.id, EventKind.QUEUED, {}, now)
         return job
 
     def _check_limits(
