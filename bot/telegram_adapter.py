@@ -10,9 +10,12 @@ the tracker's `show` and `deliver` to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
 
 from telegram import BotCommand, Message, Update
 from telegram.error import BadRequest, TelegramError
@@ -372,13 +375,24 @@ class TelegramAdapter:
         if size is not None and size > limit:
             raise too_big
         try:
-            file = await message.get_bot().get_file(file_id)
+            # raw: PTB's File costs as much CPU as the call (see JobMessages.api)
+            file = await self.messages.api("getfile", file_id=file_id)
         except BadRequest as error:
             if "too big" in error.message.lower():
                 raise too_big from None
             raise
-        data = bytes(await file.download_as_bytearray())
-        return data, file_id if is_photo else None
+        return await self._fetch(file["file_path"], limit, too_big), (file_id if is_photo else None)
+
+    async def _fetch(self, file_path: str, limit: int, too_big: UserError) -> bytes:
+        """The bytes of a file getFile named: from the Bot API's file URL, or from disk
+        when a local Bot API server (--local) answers with a path on this machine."""
+        if Path(file_path).is_absolute():
+            local = Path(file_path)
+            if local.stat().st_size > limit:
+                raise too_big
+            return await asyncio.to_thread(local.read_bytes)
+        bot = self.app.bot
+        return await bot.request.retrieve(f"{bot.base_file_url}/{quote(file_path)}")
 
     @staticmethod
     def _picture_file(message: Message) -> tuple[str, int | None, bool] | None:

@@ -114,7 +114,7 @@ def _keyboard(shown: Shown) -> InlineKeyboardMarkup | None:
     )
 
 
-# The same two as the Bot API's JSON, for raw calls (`JobMessages._api`): building
+# The same two as the Bot API's JSON, for raw calls (`JobMessages.api`): building
 # PTB's objects only to serialize them again cost a tenth of a new job's reply.
 def _keyboard_json(shown: Shown) -> str | None:
     if not shown.buttons:
@@ -295,56 +295,42 @@ class JobMessages:
         photo_id: str | None = None,
     ) -> int:
         """Send the job's message; its id."""
-        bot = self.bot
-        markup = _keyboard(shown)
-        reply = reply_to(reply_id)
+        common = {
+            "chat_id": chat_id,
+            "caption": shown.caption,
+            "reply_markup": _keyboard_json(shown),
+            "reply_parameters": _reply_json(reply_id),
+        }
         try:
             read = photo_bytes if media.kind == "photo" else _read_bytes
             data = photo_id or await asyncio.to_thread(read, media.path)
         except OSError:  # the picture is gone (retention): the text alone
-            sent = await self.call(
-                chat_id,
-                lambda: bot.send_message(
-                    chat_id, shown.caption, reply_markup=markup, reply_parameters=reply
-                ),
-            )
-            return sent.message_id
-        if media.kind == "photo":
-            photo = data if isinstance(data, str) else InputFile(data)
-            answer = await self.call(
-                chat_id,
-                lambda: self._api(
-                    "sendphoto",
-                    chat_id=chat_id,
-                    photo=photo,
-                    caption=shown.caption,
-                    reply_markup=_keyboard_json(shown),
-                    reply_parameters=_reply_json(reply_id),
-                ),
-            )
-            return int(answer["message_id"])
-        async with self._uploading_video(chat_id), self._upload_refusal(len(data)):
-            sent = await self.call(
-                chat_id,
-                lambda: bot.send_video(
-                    chat_id,
-                    data,
-                    caption=shown.caption,
-                    reply_markup=markup,
-                    reply_parameters=reply,
-                    supports_streaming=True,
-                    filename=Path(media.path).name,
-                ),
-            )
-            return sent.message_id
+            text = {**common, "text": common.pop("caption")}
+            answer = await self.call(chat_id, lambda: self.api("sendmessage", **text))
+        else:
+            if media.kind == "photo":
+                photo = data if isinstance(data, str) else InputFile(data)
+                answer = await self.call(
+                    chat_id, lambda: self.api("sendphoto", photo=photo, **common)
+                )
+            else:
+                video = InputFile(data, filename=Path(media.path).name)
+                async with self._uploading_video(chat_id), self._upload_refusal(len(data)):
+                    answer = await self.call(
+                        chat_id,
+                        lambda: self.api(
+                            "sendvideo", video=video, supports_streaming=True, **common
+                        ),
+                    )
+        return int(answer["message_id"])
 
-    async def _api(self, method: str, **params: Any) -> dict[str, Any]:
+    async def api(self, method: str, **params: Any) -> dict[str, Any]:
         """A Bot API call whose answer stays plain JSON.
 
-        PTB's typed methods build a `Message` of every answer, the replied-to message
-        inside it included. For a new job's first reply that cost as much CPU as the
-        HTTP call itself (benchmarks/telegram.py: a fifth of the bot's time in a
-        burst of /animate), and only the message's id is kept. The method is spelt
+        PTB's typed methods build a `Message` (or a `File`) of every answer, the
+        replied-to message inside it included. For a new job's first reply that cost
+        as much CPU as the HTTP call itself (benchmarks/telegram.py: a fifth of the
+        bot's time in a burst of /animate), and only the message's id is kept. The method is spelt
         in lower case: the Bot API's methods are case-insensitive, and PTB warns
         when do_api_request is given one that it has a typed version of.
         """

@@ -345,6 +345,20 @@ async def test_bad_input_gets_an_explanation_and_no_job(
     assert list((tmp_path / "inputs").glob("*")) == []
 
 
+async def test_a_local_bot_api_server_hands_the_picture_over_on_disk(tmp_path: Path) -> None:
+    """A local server (--local) answers getFile with a path on this machine: the bot
+    reads it there, with no download, and queues the job."""
+    async with FakeTelegram(local_mode=True) as fake:
+        settings = make_settings(tmp_path, fake)
+        async with running_bot(settings, fake):
+            fake.user_sends_photo(user_id=USER, image=png(color="red"), caption="/animate waves")
+            await fake.wait_for(lambda: job_messages(fake, USER))
+        (job,) = await all_jobs(settings)
+        assert fake.calls_to("getFile") and fake.downloads == []
+        with Image.open(job.input_path) as stored:
+            assert stored.getpixel((0, 0))[:3] == (255, 0, 0)
+
+
 # ---- Telegram's limits -------------------------------------------------------------------
 
 
