@@ -195,6 +195,7 @@ class StoreCore:
         self.limits = limits or QueueLimits()
         self.clock = clock
         self._stale_checked_at = float("-inf")
+        self._tuples: sqlite3.Cursor | None = None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -458,9 +459,10 @@ class StoreCore:
         # statement.
         # fetchall steps the statement to its end: that is when an autocommit
         # statement commits and lets go of the write lock.
-        cur = self.db.cursor()
-        cur.row_factory = None  # plain tuples: the claim decodes by position (see `_job`)
-        rows = cur.execute(_CLAIM_SQL, (worker_id, now, now)).fetchall()
+        if self._tuples is None:  # made here: a cursor belongs to the thread that runs us
+            self._tuples = self.db.cursor()
+            self._tuples.row_factory = None  # plain tuples: decoded by position (see `_job`)
+        rows = self._tuples.execute(_CLAIM_SQL, (worker_id, now, now)).fetchall()
         return _job(rows[0]) if rows else None
 
     def heartbeat(self, job_id: int, worker_id: str) -> bool:
