@@ -1,4 +1,5 @@
-"""Fairness as a property: random users, arrival orders, cancels and completions.
+"""Fairness as a property: random users, arrival orders, cancels, completions and
+jobs handed back by their worker.
 
 The rule of DESIGN.md: order waiting jobs by (rank of the job among its owner's
 waiting jobs, time queued), with ties of rank broken first by the owner who was
@@ -26,6 +27,7 @@ operation = st.one_of(
     st.tuples(st.just("claim"), st.just("")),
     st.tuples(st.just("finish"), st.just("")),
     st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=30)),
+    st.tuples(st.just("release"), st.just("")),  # a worker stops: its job waits again
 )
 
 
@@ -86,6 +88,10 @@ async def run_scenario(ops: list[tuple[str, object]]) -> None:
                     running.append(job.id)
                 elif op == "finish" and running:
                     await store.complete(running.pop(0), "w", result_path="/v")
+                elif op == "release" and running:
+                    # back in its place in time; its owner still counts as served
+                    job = await store.release(running.pop(0), "w")
+                    waiting.append((job.id, job.user_id, job.queued_at))
                 elif op == "cancel" and waiting:
                     victim = waiting[int(arg) % len(waiting)]  # type: ignore[call-overload]
                     await store.cancel(victim[0])
