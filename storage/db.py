@@ -35,6 +35,23 @@ _PROMOTE_FIRST_WAITING = (
     f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});"
 )
 
+# Migration 6's. A user's served time lives on their head while they have
+# waiting jobs, and in their users row only once they have none: a claim then
+# writes no users row when its owner still waits (a tenth of a claim).
+_CURRENT_SERVED = (
+    "COALESCE((SELECT owner_served_at FROM jobs WHERE platform = NEW.platform "
+    "AND user_id = NEW.user_id AND status = 'queued' AND queue_head = 1 LIMIT 1), "
+    "(SELECT last_served_at FROM users WHERE platform = NEW.platform AND user_id = NEW.user_id), 0)"
+)
+# the served time a leaving job hands on: now if it was claimed, else its own as head
+_LEAVING_SERVED = (
+    "CASE WHEN NEW.status = 'running' THEN NEW.heartbeat_at ELSE OLD.owner_served_at END"
+)
+_HEAD_BY_ARRIVAL = (
+    f"UPDATE jobs SET queue_head = 1, owner_served_at = {_CURRENT_SERVED} "
+    f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});"
+)
+
 # Migration N brings a database from version N-1 to N. Never edit a released
 # one: append. Tests build a database at every earlier version and migrate it.
 MIGRATIONS: tuple[str, ...] = (
@@ -191,6 +208,37 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE users SET last_served_at = NEW.heartbeat_at
         WHERE NEW.status = 'running' AND platform = NEW.platform AND user_id = NEW.user_id;
         {_PROMOTE_FIRST_WAITING}
+    END;
+    """,
+    # 6: the served time moves with the head (see _CURRENT_SERVED). A job that
+    # arrives or comes back first in its owner's line takes the head and the
+    # served time of the one it displaces; a leaving head hands its served time
+    # (or, when claimed, now) to the next job, or to the users row when none is
+    # left. The queue's order is the same as before (tests/test_fairness.py).
+    f"""
+    DROP TRIGGER jobs_enqueued;
+    DROP TRIGGER jobs_requeued;
+    DROP TRIGGER jobs_left_queue;
+    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs WHEN NEW.status = 'queued'
+    BEGIN
+        {_HEAD_BY_ARRIVAL}
+        {_DEMOTE_OTHER_HEADS}
+    END;
+    CREATE TRIGGER jobs_requeued AFTER UPDATE OF status ON jobs
+    WHEN NEW.status = 'queued' AND OLD.status != 'queued'
+    BEGIN
+        {_HEAD_BY_ARRIVAL}
+        {_DEMOTE_OTHER_HEADS}
+    END;
+    CREATE TRIGGER jobs_left_queue AFTER UPDATE OF status ON jobs
+    WHEN OLD.status = 'queued' AND NEW.status != 'queued'
+    BEGIN
+        UPDATE jobs SET queue_head = 1, owner_served_at = {_LEAVING_SERVED}
+        WHERE queue_head = 0 AND id = ({_FIRST_WAITING});
+        UPDATE users SET last_served_at = {_LEAVING_SERVED}
+        WHERE platform = NEW.platform AND user_id = NEW.user_id AND NOT EXISTS (
+            SELECT 1 FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id
+            AND status = 'queued');
     END;
     """,
 )

@@ -56,11 +56,14 @@ STALE_CHECK_INTERVAL = 1.0  # seconds between two looks for stale running jobs
 DEFAULT_STEP_SECONDS = 2.0
 # Every waiting job with its rank among its owner's waiting jobs and the time its
 # owner was last served, in the order they will run.
+# The served time is the one its owner's head carries (migration 6); the head is
+# the owner's first waiting job, so both come from one window.
 FAIR_ORDER_SQL = """
-SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j.id)
-       AS owner_rank, COALESCE(u.last_served_at, 0) AS served
-FROM jobs AS j LEFT JOIN users AS u ON u.platform = j.platform AND u.user_id = j.user_id
+SELECT {columns}, ROW_NUMBER() OVER owner_line AS owner_rank,
+       FIRST_VALUE(j.owner_served_at) OVER owner_line AS served
+FROM jobs AS j
 WHERE j.status = 'queued'
+WINDOW owner_line AS (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j.id)
 ORDER BY owner_rank, served, j.queued_at, j.id
 """
 

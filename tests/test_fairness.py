@@ -106,7 +106,7 @@ async def run_scenario(ops: list[tuple[str, object]]) -> None:
                     assert await store.position(job_id) == where
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, min_size=1, max_size=40))
 def test_claims_and_positions_obey_the_fairness_rule(ops) -> None:
     asyncio.run(run_scenario(ops))
@@ -136,3 +136,37 @@ async def test_one_heavy_user_does_not_starve_others(tmp_path) -> None:
         assert [j.user_id for j in ran] == ["ann", "bob", "cid", "ann", "ann", "ann", "ann"]
         # the positions shown before any ran were the order they ran in
         assert [shown[j.id].position for j in ran] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_cancelled_head_hands_its_owners_served_time_to_the_next_job(tmp_path) -> None:
+    """ann was served before; when her waiting head is cancelled, her next job
+    still counts her as served, so cid (never served, arrived later) goes first."""
+    async with await JobStore.open(
+        tmp_path / "db", QueueLimits(max_waiting_per_user=9), clock=ManualClock()
+    ) as store:
+
+        async def add(user: str) -> int:
+            store.clock.advance(1)
+            job = await store.enqueue(
+                platform="telegram",
+                user_id=user,
+                chat_id="c",
+                params=JobParams(prompt="p"),
+                input_path="/i.png",
+            )
+            return job.id
+
+        for user in ["ann", "ann", "bob", "bob"]:
+            await add(user)
+        for _ in range(2):  # ann, then bob, are served
+            store.clock.advance(1)
+            await store.claim("w")
+        ann_second = (await store.jobs_of("telegram", "ann", limit=9))[0].id
+        await add("ann")
+        await add("cid")
+        await store.cancel(ann_second)
+        ran = []
+        while (job := await store.claim("w")) is not None:
+            store.clock.advance(1)
+            ran.append(job.user_id)
+        assert ran == ["cid", "ann", "bob"]
