@@ -18,9 +18,9 @@ import aiosqlite
 BUSY_TIMEOUT_MS = 10_000
 AUTOCHECKPOINT_PAGES = 20_000  # about 80 MB of WAL
 
-# The two statements that keep a user's head, shared by migration 4's triggers
-# (NEW is the job that moved). Part of a released migration: never edit them;
-# a change to the heads is a new migration.
+# The statements that keep a user's head, shared by the triggers of migrations 4
+# and 5 (NEW is the job that moved). Part of released migrations: never edit
+# them; a change to the heads is a new migration.
 _FIRST_WAITING = (
     "SELECT id FROM jobs WHERE platform = NEW.platform AND user_id = NEW.user_id "
     "AND status = 'queued' ORDER BY queued_at, id LIMIT 1"
@@ -35,7 +35,7 @@ _PROMOTE_FIRST_WAITING = (
     f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});"
 )
 
-# Migration 6's. A user's served time lives on their head while they have
+# Migration 5's. A user's served time lives on their head while they have
 # waiting jobs, and in their users row only once they have none: a claim then
 # writes no users row when its owner still waits (a tenth of a claim).
 _CURRENT_SERVED = (
@@ -47,9 +47,11 @@ _CURRENT_SERVED = (
 _LEAVING_SERVED = (
     "CASE WHEN NEW.status = 'running' THEN NEW.heartbeat_at ELSE OLD.owner_served_at END"
 )
-_HEAD_BY_ARRIVAL = (
+# a job that enters its owner's line: the first waiting one is the head (taking
+# the served time from the head it may displace), and no other
+_ON_ARRIVAL = (
     f"UPDATE jobs SET queue_head = 1, owner_served_at = {_CURRENT_SERVED} "
-    f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});"
+    f"WHERE queue_head = 0 AND id = ({_FIRST_WAITING});\n{_DEMOTE_OTHER_HEADS}"
 )
 
 # Migration N brings a database from version N-1 to N. Never edit a released
@@ -191,8 +193,12 @@ MIGRATIONS: tuple[str, ...] = (
     #   indexes of the waiting and running jobs. No platform in the key, so
     #   the planner keeps using jobs_user_waiting for a user's first waiting
     #   job (with both it took this one and walked the user's history).
-    # - Every owner of a job has a users row from their first job on, so the
-    #   claim records the served time with a plain UPDATE instead of an upsert.
+    # - The served time moves with the head (see _CURRENT_SERVED): a job that
+    #   arrives or comes back first in its owner's line takes the head and the
+    #   served time of the one it displaces; a leaving head hands its served
+    #   time (or, when claimed, now) to the next job, or to the users row when
+    #   none is left. Every owner of a job has a users row from their first job
+    #   on, so that is a plain UPDATE.
     f"""
     DROP INDEX IF EXISTS jobs_by_user;
     CREATE INDEX jobs_of_user ON jobs (user_id, queued_at);
@@ -201,34 +207,17 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN
         INSERT OR IGNORE INTO users (platform, user_id) VALUES (NEW.platform, NEW.user_id);
     END;
-    DROP TRIGGER jobs_left_queue;
-    CREATE TRIGGER jobs_left_queue AFTER UPDATE OF status ON jobs
-    WHEN OLD.status = 'queued' AND NEW.status != 'queued'
-    BEGIN
-        UPDATE users SET last_served_at = NEW.heartbeat_at
-        WHERE NEW.status = 'running' AND platform = NEW.platform AND user_id = NEW.user_id;
-        {_PROMOTE_FIRST_WAITING}
-    END;
-    """,
-    # 6: the served time moves with the head (see _CURRENT_SERVED). A job that
-    # arrives or comes back first in its owner's line takes the head and the
-    # served time of the one it displaces; a leaving head hands its served time
-    # (or, when claimed, now) to the next job, or to the users row when none is
-    # left. The queue's order is the same as before (tests/test_fairness.py).
-    f"""
     DROP TRIGGER jobs_enqueued;
     DROP TRIGGER jobs_requeued;
     DROP TRIGGER jobs_left_queue;
     CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs WHEN NEW.status = 'queued'
     BEGIN
-        {_HEAD_BY_ARRIVAL}
-        {_DEMOTE_OTHER_HEADS}
+        {_ON_ARRIVAL}
     END;
     CREATE TRIGGER jobs_requeued AFTER UPDATE OF status ON jobs
     WHEN NEW.status = 'queued' AND OLD.status != 'queued'
     BEGIN
-        {_HEAD_BY_ARRIVAL}
-        {_DEMOTE_OTHER_HEADS}
+        {_ON_ARRIVAL}
     END;
     CREATE TRIGGER jobs_left_queue AFTER UPDATE OF status ON jobs
     WHEN OLD.status = 'queued' AND NEW.status != 'queued'

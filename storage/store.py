@@ -56,7 +56,7 @@ STALE_CHECK_INTERVAL = 1.0  # seconds between two looks for stale running jobs
 DEFAULT_STEP_SECONDS = 2.0
 # Every waiting job with its rank among its owner's waiting jobs and the time its
 # owner was last served, in the order they will run.
-# The served time is the one its owner's head carries (migration 6); the head is
+# The served time is the one its owner's head carries (migration 5); the head is
 # the owner's first waiting job, so both come from one window.
 FAIR_ORDER_SQL = """
 SELECT {columns}, ROW_NUMBER() OVER owner_line AS owner_rank,
