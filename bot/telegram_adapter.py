@@ -350,8 +350,11 @@ class TelegramAdapter:
             return
         await self.messages.call(
             message.chat_id,
-            lambda: message.get_bot().send_message(
-                message.chat_id, fit_text(text), reply_parameters=reply_to(message.message_id)
+            lambda: self.messages.api(
+                "sendmessage",
+                chat_id=message.chat_id,
+                text=fit_text(text),
+                reply_parameters=reply_to(message.message_id),
             ),
         )
 

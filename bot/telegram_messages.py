@@ -31,12 +31,9 @@ from typing import Any, TypeVar
 
 from telegram import (
     Bot,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     InputFile,
     InputMediaPhoto,
     InputMediaVideo,
-    ReplyParameters,
 )
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
@@ -71,13 +68,6 @@ def upload_limit(settings: TelegramSettings) -> int:
     return mb * 1_000_000
 
 
-def reply_to(message_id: int | None) -> ReplyParameters | None:
-    """A reply to `message_id` that still goes out if that message was deleted."""
-    if message_id is None:
-        return None
-    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
-
-
 class _MessageGone(Exception):
     """The job's message was deleted; it cannot be edited any more."""
 
@@ -106,16 +96,9 @@ def _read_bytes(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def _keyboard(shown: Shown) -> InlineKeyboardMarkup | None:
-    if not shown.buttons:
-        return None
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(label, callback_data=data) for label, data in shown.buttons]]
-    )
-
-
-# The same two as the Bot API's JSON, for raw calls (`JobMessages.api`): building
-# PTB's objects only to serialize them again cost a tenth of a new job's reply.
+# A message's buttons and reply target as the Bot API's JSON, for raw calls
+# (`JobMessages.api`): PTB's objects were built only to be serialized again, a
+# tenth of a new job's reply.
 def _keyboard_json(shown: Shown) -> str | None:
     if not shown.buttons:
         return None
@@ -123,7 +106,8 @@ def _keyboard_json(shown: Shown) -> str | None:
     return json.dumps({"inline_keyboard": [row]})
 
 
-def _reply_json(message_id: int | None) -> str | None:
+def reply_to(message_id: int | None) -> str | None:
+    """A reply to `message_id` that still goes out if that message was deleted."""
     if message_id is None:
         return None
     return json.dumps({"message_id": message_id, "allow_sending_without_reply": True})
@@ -299,7 +283,7 @@ class JobMessages:
             "chat_id": chat_id,
             "caption": shown.caption,
             "reply_markup": _keyboard_json(shown),
-            "reply_parameters": _reply_json(reply_id),
+            "reply_parameters": reply_to(reply_id),
         }
         try:
             read = photo_bytes if media.kind == "photo" else _read_bytes
@@ -347,9 +331,12 @@ class JobMessages:
             raise _MessageGone
         if after == before:
             return
-        bot = self.bot
         chat_id, message_id = int(ref.chat_id), int(ref.message_id)
-        markup = _keyboard(after)
+        target = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "reply_markup": _keyboard_json(after),
+        }
         media = None
         if view.media is not None and (before is None or after.media != before.media):
             media = await self._input_media(view.media, after.caption)
@@ -362,10 +349,7 @@ class JobMessages:
                 upload = self._uploading_video(chat_id) if video else contextlib.nullcontext()
                 async with upload, self._upload_refusal(size):
                     await self.call(
-                        chat_id,
-                        lambda: bot.edit_message_media(
-                            media, chat_id=chat_id, message_id=message_id, reply_markup=markup
-                        ),
+                        chat_id, lambda: self.api("editmessagemedia", media=media, **target)
                     )
             elif before is None or (after.caption, after.buttons) != (
                 before.caption,
@@ -373,9 +357,7 @@ class JobMessages:
             ):
                 await self.call(
                     chat_id,
-                    lambda: bot.edit_message_caption(
-                        chat_id, message_id, caption=after.caption, reply_markup=markup
-                    ),
+                    lambda: self.api("editmessagecaption", caption=after.caption, **target),
                 )
         except BadRequest as error:
             if _is_gone(error):
