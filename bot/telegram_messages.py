@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -92,8 +93,13 @@ def _is_gone(error: BadRequest) -> bool:
     return "message to edit not found" in text or "message can't be edited" in text
 
 
-def _read_bytes(path: str) -> bytes:
-    return Path(path).read_bytes()
+@contextlib.contextmanager
+def _video_upload(path: str, *, attach: bool = False) -> Iterator[InputFile]:
+    """A video read from disk while it is sent: up to 2000 MB through a local Bot API
+    server never sits in the bot's memory. Open it per attempt: a retry after a 429
+    must send it from its start."""
+    with open(path, "rb") as handle:
+        yield InputFile(handle, filename=Path(path).name, attach=attach, read_file_handle=False)
 
 
 # A message's buttons and reply target as the Bot API's JSON, for raw calls
@@ -286,26 +292,28 @@ class JobMessages:
             "reply_parameters": reply_to(reply_id),
         }
         try:
-            read = photo_bytes if media.kind == "photo" else _read_bytes
-            data = photo_id or await asyncio.to_thread(read, media.path)
+            if media.kind == "photo":
+                photo = photo_id or InputFile(await asyncio.to_thread(photo_bytes, media.path))
+            else:
+                size = os.path.getsize(media.path)
         except OSError:  # the picture is gone (retention): the text alone
             text = {**common, "text": common.pop("caption")}
             answer = await self.call(chat_id, lambda: self.api("sendmessage", **text))
         else:
             if media.kind == "photo":
-                photo = data if isinstance(data, str) else InputFile(data)
                 answer = await self.call(
                     chat_id, lambda: self.api("sendphoto", photo=photo, **common)
                 )
             else:
-                video = InputFile(data, filename=Path(media.path).name)
-                async with self._uploading_video(chat_id), self._upload_refusal(len(data)):
-                    answer = await self.call(
-                        chat_id,
-                        lambda: self.api(
+
+                async def send_video() -> dict[str, Any]:
+                    with _video_upload(media.path) as video:
+                        return await self.api(
                             "sendvideo", video=video, supports_streaming=True, **common
-                        ),
-                    )
+                        )
+
+                async with self._uploading_video(chat_id), self._upload_refusal(size):
+                    answer = await self.call(chat_id, send_video)
         return int(answer["message_id"])
 
     async def api(self, method: str, **params: Any) -> dict[str, Any]:
@@ -337,20 +345,17 @@ class JobMessages:
             "message_id": message_id,
             "reply_markup": _keyboard_json(after),
         }
-        media = None
+        edit_media = None
         if view.media is not None and (before is None or after.media != before.media):
-            media = await self._input_media(view.media, after.caption)
-            if media is None and before is not None:
+            edit_media = await self._media_edit(view.media, after.caption, target)
+            if edit_media is None and before is not None:
                 after = dataclasses.replace(after, media=before.media)
         try:
-            if media is not None:
-                video = isinstance(media, InputMediaVideo)
-                size = len(media.media.input_file_content) if video else 0  # type: ignore[union-attr]
+            if edit_media is not None:
+                video, size, request = edit_media
                 upload = self._uploading_video(chat_id) if video else contextlib.nullcontext()
                 async with upload, self._upload_refusal(size):
-                    await self.call(
-                        chat_id, lambda: self.api("editmessagemedia", media=media, **target)
-                    )
+                    await self.call(chat_id, request)
             elif before is None or (after.caption, after.buttons) != (
                 before.caption,
                 before.buttons,
@@ -366,19 +371,28 @@ class JobMessages:
                 raise
         await self.store.update_message_state(job.id, PLATFORM, after.dump())
 
-    async def _input_media(
-        self, media: Media, caption: str
-    ) -> InputMediaPhoto | InputMediaVideo | None:
+    async def _media_edit(
+        self, media: Media, caption: str, target: dict[str, Any]
+    ) -> tuple[bool, int, Callable[[], Awaitable[Any]]] | None:
+        """(is a video, bytes to upload, the editMessageMedia call) bringing the message
+        to `media`; None when its file is gone meanwhile (keep what it shows)."""
         try:
             if media.kind == "photo":
                 data = await asyncio.to_thread(photo_bytes, media.path)
-                return InputMediaPhoto(data, caption=caption)
-            data = await asyncio.to_thread(_read_bytes, media.path)
+            else:
+                size = os.path.getsize(media.path)
         except OSError:
-            return None  # gone meanwhile: keep what the message shows
-        return InputMediaVideo(
-            data, caption=caption, supports_streaming=True, filename=Path(media.path).name
-        )
+            return None
+        if media.kind == "photo":
+            photo = InputMediaPhoto(data, caption=caption)
+            return False, 0, lambda: self.api("editmessagemedia", media=photo, **target)
+
+        async def edit_video() -> Any:
+            with _video_upload(media.path, attach=True) as upload:
+                video = InputMediaVideo(upload, caption=caption, supports_streaming=True)
+                return await self.api("editmessagemedia", media=video, **target)
+
+        return True, size, edit_video
 
     async def delete(self, job: Job) -> None:
         """Delete the job's message (its Delete button)."""

@@ -379,6 +379,10 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
         await worker.run(job)
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=15)
     assert message.kind == "video"
+    # the video is read from disk as it is sent: each retry sends it whole again
+    (done,) = await all_jobs(settings)
+    sent_file = Path(done.delivery_path or done.result_path)
+    assert message.file is not None and message.file.data == sent_file.read_bytes()
     assert adapter.messages.retry_afters == 3 and fake.too_many_requests == 3
     media_edits = fake.calls_to("editMessageMedia")
     assert [c.status for c in media_edits[:3]] == [429, 429, 200]
