@@ -322,9 +322,9 @@ class JobMessages:
         PTB's typed methods build a `Message` (or a `File`) of every answer, the
         replied-to message inside it included. For a new job's first reply that cost
         as much CPU as the HTTP call itself (benchmarks/telegram.py: a fifth of the
-        bot's time in a burst of /animate), and only the message's id is kept. The method is spelt
-        in lower case: the Bot API's methods are case-insensitive, and PTB warns
-        when do_api_request is given one that it has a typed version of.
+        bot's time in a burst of /animate), and only the message's id is kept. The
+        method is spelt in lower case: the Bot API's methods are case-insensitive,
+        and PTB warns when do_api_request is given one it has a typed version of.
         """
         kwargs = {name: value for name, value in params.items() if value is not None}
         return await self.bot.do_api_request(method, api_kwargs=kwargs)

@@ -55,9 +55,9 @@ STALE_CHECK_INTERVAL = 1.0  # seconds between two looks for stale running jobs
 # at 640 takes 1.5-2.5 s per step); estimates improve after the first job.
 DEFAULT_STEP_SECONDS = 2.0
 # Every waiting job with its rank among its owner's waiting jobs and the time its
-# owner was last served, in the order they will run.
-# The served time is the one its owner's head carries (migration 5); the head is
-# the owner's first waiting job, so both come from one window.
+# owner was last served, in the order they will run. The served time is the one
+# the owner's head carries (migration 5); the head is the owner's first waiting
+# job, so rank and served time come from one window.
 FAIR_ORDER_SQL = """
 SELECT {columns}, ROW_NUMBER() OVER owner_line AS owner_rank,
        FIRST_VALUE(j.owner_served_at) OVER owner_line AS served
@@ -354,8 +354,7 @@ class StoreCore:
             # two partial indexes (waiting, running): no walk through the user's history
             "SELECT (SELECT COUNT(*) FROM jobs WHERE platform = ?1 AND user_id = ?2 "
             "AND status = 'queued') + (SELECT COUNT(*) FROM jobs INDEXED BY jobs_running "
-            "WHERE platform = ?1 "
-            "AND user_id = ?2 AND status = 'running') AS n",
+            "WHERE platform = ?1 AND user_id = ?2 AND status = 'running') AS n",
             (platform, user_id),
         )
         if row is not None and row["n"] >= per_user:
