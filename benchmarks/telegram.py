@@ -87,7 +87,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def one_round(
-    name: str, flood: FloodLimits, users: int, side: int, http: str = "aiohttp"
+    name: str, flood: FloodLimits, users: int, side: int, http: str = "ours"
 ) -> dict:
     pictures = [photo(side, side * 3 // 4, seed) for seed in range(users)]
     async with FakeTelegram(flood=flood) as fake:
@@ -203,7 +203,7 @@ async def main() -> None:
     ours = sorted(rounds, key=lambda row: row["p99 ms"])[len(rounds) // 2]  # the median round
     theirs = rows[len(rounds)]
     print(
-        f"\nour aiohttp client vs PTB's httpx client, per-chat row: p99 "
+        f"\nour client vs PTB's httpx client, per-chat row: p99 "
         f"{theirs['p99 ms'] / ours['p99 ms']:.1f}x lower, bot CPU "
         f"{theirs['bot cpu s'] / ours['bot cpu s']:.1f}x lower"
     )

@@ -1,44 +1,41 @@
-"""python-telegram-bot's networking on aiohttp instead of httpx.
+"""python-telegram-bot's networking on our own HTTP/1.1 client (bot/http11.py).
 
 PTB sends every Bot API call through a `BaseRequest`; its default is httpx, and
-PTB documents this class as the place to plug in another client. We measured a
-loopback Bot API call at 4.6 ms of CPU through httpx and 0.6 ms through aiohttp
-on the 2-core machine CI runs on (`python benchmarks/telegram.py --client httpx`
-shows the difference end to end). A hundred users who send `/animate` at once
-make three hundred calls, so the client decides whether the last of them hears
-back in half a second or in two. aiohttp is already in the bot process
-(discord.py is built on it).
+PTB documents this class as the place to plug in another client. What one
+loopback Bot API call costs in CPU on the 2-core machine CI runs on: 4.6 ms
+through httpx, 0.34 ms through aiohttp (which this module used before), about
+0.1 ms through bot/http11.py. A hundred users who send `/animate` at once make
+three hundred calls on the bot's one event loop, so the client decides whether
+the last of them hears back in half a second or in two (`python
+benchmarks/telegram.py` compares ours with httpx end to end).
 
 Errors keep PTB's meaning: a timeout is `TimedOut`, any other failure to talk
 to the server `NetworkError`; the status code and body go back to PTB, which
-turns them into `RetryAfter`, `BadRequest` and the rest.
+turns them into `RetryAfter`, `BadRequest` and the rest. An HTTP proxy is taken
+from HTTPS_PROXY / HTTP_PROXY (and NO_PROXY), as httpx takes them.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 import urllib.request
+import uuid
+from collections.abc import Sequence
 
-import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot.http11 import ConnectionPool, HttpError, HttpTimeout, Part, Timeouts
 
-class AiohttpRequest(BaseRequest):
+FORM = (("Content-Type", "application/x-www-form-urlencoded"),)
+
+
+class BotApiRequest(BaseRequest):
     """A pool of keep-alive connections to the Bot API, shared by every call."""
 
-    __slots__ = (
-        "_connect_timeout",
-        "_media_write_timeout",
-        "_pool_size",
-        "_pool_timeout",
-        "_proxy",
-        "_read_timeout",
-        "_session",
-        "_write_timeout",
-    )
+    __slots__ = ("_defaults", "_media_write_timeout", "_pool", "_pool_size")
 
     def __init__(
         self,
@@ -51,33 +48,29 @@ class AiohttpRequest(BaseRequest):
         media_write_timeout: float | None = 20.0,
     ) -> None:
         self._pool_size = connection_pool_size
-        self._read_timeout = read_timeout
-        self._write_timeout = write_timeout
-        self._connect_timeout = connect_timeout
-        self._pool_timeout = pool_timeout
+        self._defaults = Timeouts(
+            connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
+        )
         self._media_write_timeout = media_write_timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
+        self._pool: ConnectionPool | None = None
 
     @property
     def read_timeout(self) -> float | None:
-        return self._read_timeout
+        return self._defaults.read
 
     async def initialize(self) -> None:
-        if self._session is None or self._session.closed:
-            # HTTPS_PROXY is honoured as httpx honours it, but read once here:
-            # aiohttp's trust_env reads the environment and ~/.netrc in a thread
-            # on every call, which cost a quarter of the client's time.
-            self._proxy = urllib.request.getproxies().get("https")
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size),
-                headers={"User-Agent": self.USER_AGENT},
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self._pool_size,
+                proxies=_proxies(),
+                bypass=urllib.request.proxy_bypass,  # NO_PROXY
+                user_agent=self.USER_AGENT,
             )
 
     async def shutdown(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
 
     async def do_request(
         self,
@@ -89,59 +82,75 @@ class AiohttpRequest(BaseRequest):
         connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
         pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        if self._session is None or self._session.closed:
-            raise RuntimeError("This AiohttpRequest is not initialized!")
+        if self._pool is None:
+            raise RuntimeError("This BotApiRequest is not initialized!")
         has_files = request_data is not None and request_data.contains_files
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
-        write = (
-            (self._media_write_timeout if has_files else self._write_timeout)
+        defaults = self._defaults
+        timeouts = Timeouts(
+            connect=defaults.connect
+            if isinstance(connect_timeout, DefaultValue)
+            else connect_timeout,
+            read=defaults.read if isinstance(read_timeout, DefaultValue) else read_timeout,
+            write=(self._media_write_timeout if has_files else defaults.write)
             if isinstance(write_timeout, DefaultValue)
-            else write_timeout
+            else write_timeout,
+            pool=defaults.pool if isinstance(pool_timeout, DefaultValue) else pool_timeout,
         )
-        connect = (
-            self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
-        )
-        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
-        # aiohttp has no write timeout: the whole call is bounded by the sum of
-        # the phases instead, and a silent server by the read timeout.
-        parts = (read, write, connect, pool)
-        timeout = aiohttp.ClientTimeout(
-            total=None if None in parts else sum(p for p in parts if p is not None),
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=read,
-        )
-        body, headers = _body(request_data)
+        headers, body = encode_body(request_data)
         try:
-            async with self._session.request(
-                method, url, data=body, headers=headers, timeout=timeout, proxy=self._proxy
-            ) as response:
-                return response.status, await response.read()
-        except TimeoutError as err:  # aiohttp's timeouts are this builtin on Python 3.11+
-            raise TimedOut from err
-        except aiohttp.ClientError as err:
-            raise NetworkError(f"aiohttp.{err.__class__.__name__}: {err}") from err
+            return await self._pool.request(
+                method, url, headers=headers, body=body, timeouts=timeouts
+            )
+        except HttpTimeout as err:
+            raise TimedOut(f"Timed out ({err})") from err
+        except HttpError as err:
+            raise NetworkError(f"{err.__class__.__name__}: {err}") from err
 
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def _body(
+def encode_body(
     request_data: RequestData | None,
-) -> tuple[aiohttp.FormData | bytes | None, dict[str, str] | None]:
-    """The call's parameters and their content type: a form, multipart with files.
-
-    Without files the form is encoded here: given a dict, aiohttp builds a
-    multipart writer for every call before it finds it needs none.
-    """
+) -> tuple[Sequence[tuple[str, str]], list[Part]]:
+    """The call's parameters as a form, or as multipart/form-data when it has files
+    (which are sent from where they are: bytes, or a file read as it goes out)."""
     if request_data is None:
-        return None, None
+        return (), []
     fields = request_data.json_parameters
     if not request_data.contains_files:
-        return urllib.parse.urlencode(fields).encode(), FORM
-    form = aiohttp.FormData()
+        return FORM, [urllib.parse.urlencode(fields).encode()]
+    boundary = uuid.uuid4().hex
+    parts: list[Part] = []
     for name, value in fields.items():
-        form.add_field(name, value)
+        parts.append(_part_head(boundary, name) + value.encode() + b"\r\n")
     for name, (filename, content, mime_type) in request_data.multipart_data.items():
-        form.add_field(name, content, filename=filename, content_type=mime_type)
-    return form, None
+        parts.append(_part_head(boundary, name, filename, mime_type))
+        parts.append(content)
+        parts.append(b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return (("Content-Type", f"multipart/form-data; boundary={boundary}"),), parts
+
+
+def _part_head(
+    boundary: str, name: str, filename: str | None = None, mime_type: str | None = None
+) -> bytes:
+    disposition = f'form-data; name="{_quoted(name)}"'
+    if filename is not None:
+        disposition += f'; filename="{_quoted(filename)}"'
+    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+    if mime_type is not None:
+        head += f"Content-Type: {mime_type}\r\n"
+    return (head + "\r\n").encode()
+
+
+# A name inside a quoted multipart parameter is escaped as browsers do (WHATWG), and
+# as httpx, PTB's own client, does.
+_ESCAPES = {ord('"'): "%22", ord("\\"): "\\\\"} | {c: f"%{c:02X}" for c in range(0x20) if c != 0x1B}
+
+
+def _quoted(value: str) -> str:
+    return value.translate(_ESCAPES)
+
+
+def _proxies() -> dict[str, str]:
+    """The environment's proxies by scheme (HTTPS_PROXY for the Bot API, HTTP_PROXY
+    for a local http:// server), read once: urllib reads them as httpx does."""
+    return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}

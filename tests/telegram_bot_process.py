@@ -43,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--upload-limit", type=int, default=None)
-    parser.add_argument("--http", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--http", choices=["ours", "httpx"], default="ours")
     args = parser.parse_args()
     telegram_adapter.HTTP_CLIENT = args.http
     asyncio.run(serve(args.config, args.upload_limit))
