@@ -67,9 +67,9 @@ WINDOW owner_line AS (PARTITION BY j.platform, j.user_id ORDER BY j.queued_at, j
 ORDER BY owner_rank, served, j.queued_at, j.id
 """
 
-# Only what an estimate needs of each waiting job, read out of its parameters by
-# SQLite: building every waiting Job in Python would cost ten times the query,
-# and the bot asks for a position with every new job.
+# Only what an estimate needs of a waiting job, read out of its parameters by
+# SQLite (building the Job in Python would cost ten times the query), once per
+# job: `StoreCore._work_of` keeps it.
 ESTIMATE_COLUMNS = ", ".join(
     ["j.id"]
     + [
@@ -140,6 +140,9 @@ def sections_for(seconds: float, latent_window: int = 9, fps: int = 30) -> int:
     return max(round((seconds * fps) / (latent_window * 4)), 1)
 
 
+WORK_CACHE_SIZE = 20_000  # jobs whose estimate inputs StoreCore keeps (~2 MB)
+
+
 def render_seconds(seconds: float, steps: int, per_step: float) -> float:
     """Seconds a job of `seconds` of video and `steps` steps renders at `per_step`."""
     return sections_for(seconds) * steps * per_step
@@ -199,6 +202,10 @@ class StoreCore:
         self.clock = clock
         self._stale_checked_at = float("-inf")
         self._tuples: sqlite3.Cursor | None = None
+        # job id -> (model, sections x steps): what its estimate needs, kept because
+        # a job's parameters never change and a new job's position would otherwise
+        # read them out of every job ahead of it (O(queue) JSON per new job)
+        self._work: dict[int, tuple[str, int]] = {}
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -329,6 +336,7 @@ class StoreCore:
             )
             assert row is not None
             job = _job(row)  # a trigger makes it its owner's head if it is their first
+            self._remember_work(job.id, params.model, params.seconds, params.steps)
             self._add_event(job.id, EventKind.QUEUED, {}, now)
         return job
 
@@ -461,10 +469,8 @@ class StoreCore:
         # statement.
         # fetchall steps the statement to its end: that is when an autocommit
         # statement commits and lets go of the write lock.
-        if self._tuples is None:  # made here: a cursor belongs to the thread that runs us
-            self._tuples = self.db.cursor()
-            self._tuples.row_factory = None  # plain tuples: decoded by position (see `_job`)
-        rows = self._tuples.execute(_CLAIM_SQL, (worker_id, now, now)).fetchall()
+        # plain tuples: decoded by position (see `_job`)
+        rows = self._plain().execute(_CLAIM_SQL, (worker_id, now, now)).fetchall()
         return _job(rows[0]) if rows else None
 
     def heartbeat(self, job_id: int, worker_id: str) -> bool:
@@ -643,8 +649,8 @@ class StoreCore:
 
         With `until`, that job's alone (the jobs before it are all its estimate needs).
         """
-        rows = self.db.execute(FAIR_ORDER_SQL.format(columns=ESTIMATE_COLUMNS)).fetchall()
-        return self._estimates(rows, until)
+        rows = self._plain().execute(FAIR_ORDER_SQL.format(columns="j.id")).fetchall()
+        return self._estimates([row[0] for row in rows], until)
 
     def position(self, job_id: int) -> QueuePosition | None:
         """Where a waiting job stands; None when it is not waiting."""
@@ -660,17 +666,53 @@ class StoreCore:
         # Its owner's first waiting job (a new job's usual case): the jobs ahead of it
         # are the heads before it in the claim's own index, without ranking every
         # waiting job (a quarter of the cost with a hundred waiting).
-        rows = self.db.execute(
-            f"SELECT {ESTIMATE_COLUMNS} FROM jobs AS j WHERE status = 'queued' "
-            "AND queue_head = 1 AND (owner_served_at, queued_at, id) <= (?, ?, ?) "
-            "ORDER BY owner_served_at, queued_at, id",
-            (row["owner_served_at"], row["queued_at"], job_id),
-        ).fetchall()
-        return self._estimates(rows, job_id).get(job_id)
+        rows = (
+            self._plain()
+            .execute(
+                "SELECT id FROM jobs WHERE status = 'queued' "
+                "AND queue_head = 1 AND (owner_served_at, queued_at, id) <= (?, ?, ?) "
+                "ORDER BY owner_served_at, queued_at, id",
+                (row["owner_served_at"], row["queued_at"], job_id),
+            )
+            .fetchall()
+        )
+        return self._estimates([r[0] for r in rows], job_id).get(job_id)
 
-    def _estimates(self, rows: list[Any], until: int | None) -> dict[int, QueuePosition]:
-        """Positions and starts of waiting jobs given in their order (id, model, seconds,
-        steps first), up to `until`."""
+    def _plain(self) -> sqlite3.Cursor:
+        """A cursor whose rows are plain tuples, for reads decoded by position."""
+        if self._tuples is None:  # made here: a cursor belongs to the thread that runs us
+            self._tuples = self.db.cursor()
+            self._tuples.row_factory = None
+        return self._tuples
+
+    def _remember_work(self, job_id: int, model: str, seconds: float, steps: int) -> None:
+        if len(self._work) >= WORK_CACHE_SIZE:
+            self._work.clear()  # refilled as positions are asked for
+        self._work[job_id] = (model, sections_for(seconds) * steps)
+
+    def _work_of(self, ids: list[int]) -> list[tuple[str, int]]:
+        """(model, sections x steps) of each job, from memory or read once."""
+        known = [self._work.get(job_id) for job_id in ids]
+        missing = [job_id for job_id, work in zip(ids, known, strict=True) if work is None]
+        if not missing:
+            return known  # type: ignore[return-value]
+        found: dict[int, tuple[str, int]] = {}
+        rows = self._plain().execute(
+            f"SELECT {ESTIMATE_COLUMNS} FROM jobs AS j "
+            "WHERE j.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(missing),),
+        )
+        for job_id, model, seconds, steps in rows.fetchall():
+            self._remember_work(job_id, model, seconds, steps)
+            found[job_id] = (model, sections_for(seconds) * steps)
+        return [
+            work if work is not None else found[job_id]
+            for job_id, work in zip(ids, known, strict=True)
+        ]
+
+    def _estimates(self, ids: list[int], until: int | None) -> dict[int, QueuePosition]:
+        """Positions and starts of the waiting jobs `ids`, given in their order, up to
+        `until`."""
         running = self.running()
         now = self.clock()
         # one worker may hold two running jobs for a moment (one finishing its
@@ -683,10 +725,10 @@ class StoreCore:
         per_step: dict[str, float] = {}  # one timings query per model, not per job
         # Waiting jobs run in order on the first worker to free up.
         free_at = sorted(busy.values()) or [0.0]
-        for index, (job_id, model, seconds, steps, *_) in enumerate(rows):
+        for index, (job_id, (model, work)) in enumerate(zip(ids, self._work_of(ids), strict=True)):
             if model not in per_step:
                 per_step[model] = self.step_seconds(model)
-            duration = render_seconds(seconds, steps, per_step[model])
+            duration = work * per_step[model]  # = render_seconds(...), as it computes it
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             # a new job asks for its own position behind every other: records for the

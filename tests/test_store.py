@@ -299,3 +299,38 @@ def test_the_queue_statements_read_their_indexes_not_the_history(tmp_path) -> No
         plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"INDEX {index}" in plan, (sql, plan)
     conn.close()
+
+
+def test_positions_read_by_another_connection_and_past_the_cache_agree(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new job's estimate uses what the store keeps of the jobs ahead of it: jobs
+    queued through another connection (the other platform, another process) are
+    read once, and a cache emptied when full is filled again, with the same answer."""
+    import storage.store as store_module
+    from storage.db import migrate_sync, open_sync
+    from storage.store import StoreCore
+
+    path = tmp_path / "q.sqlite3"
+    writer, reader = StoreCore(open_sync(path)), StoreCore(open_sync(path))
+    migrate_sync(writer.db)
+    ids = []
+    for n in range(30):
+        params = JobParams(prompt="p", seconds=1 + n % 4, steps=10 + n % 7, model="framepack")
+        job = writer.enqueue(
+            platform="telegram",
+            user_id=f"u{n % 9}",
+            chat_id="c",
+            params=params,
+            input_path="i",
+            exempt=True,
+        )
+        ids.append(job.id)
+    expected = writer.positions()
+    assert reader.positions() == expected
+    monkeypatch.setattr(store_module, "WORK_CACHE_SIZE", 5)
+    fresh = StoreCore(open_sync(path))
+    for job_id in ids:
+        assert fresh.position(job_id) == expected[job_id]
+        assert len(fresh._work) <= 5 + len(ids)  # emptied whenever it fills
+    assert {job_id: fresh.position(job_id) for job_id in ids} == expected
