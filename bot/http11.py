@@ -584,6 +584,9 @@ class ConnectionPool:
                     )
                 except _ClosedBeforeAnswer:
                     if reused and retry:
+                        # its idle siblings are likely stale too (a restarted server)
+                        for stale in self._idle.pop(origin, []):
+                            stale.close()
                         retry = False
                         continue
                     raise
