@@ -26,6 +26,11 @@ class NoAdapterEnabled(RuntimeError):
     pass
 
 
+class AdapterStartFailed(RuntimeError):
+    """A platform turned the bot away at start (a wrong token, no way to reach it).
+    The message says what to fix; the host reads it without a traceback."""
+
+
 class ChatAdapter(JobNotifier, Protocol):
     async def start(self) -> None:
         """Connect and serve commands (returns once serving)."""

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -41,6 +42,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from PIL import Image, ImageOps
 
+from bot.app import AdapterStartFailed
 from bot.discord_render import (
     BUTTON_STYLES,
     CUSTOM_ID_TEMPLATE,
@@ -189,7 +191,18 @@ class DiscordAdapter:
         in the background: job messages can be edited before it is up, and a Discord
         outage at start does not hold up the other platform and the tracker."""
         self._use_endpoints()
-        await self.client.login(self.settings.token.reveal())  # runs setup_hook
+        try:
+            await self.client.login(self.settings.token.reveal())  # runs setup_hook
+        except discord.LoginFailure:
+            raise AdapterStartFailed(
+                "discord: Discord refused the bot token (from the environment variable "
+                f"{self.settings.token_env} or token_file). Copy it again from the Developer "
+                "Portal (your application, Bot, Reset Token)."
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise AdapterStartFailed(
+                f"discord: cannot reach Discord: {exc}. Check the network."
+            ) from None
         self._task = asyncio.create_task(self.client.connect(), name="discord gateway")
         self._task.add_done_callback(_gateway_ended)
 

@@ -481,9 +481,14 @@ class Origin:
 
     @classmethod
     def of(cls, url: urllib.parse.SplitResult) -> Origin:
+        # never the whole URL in a message: the Bot API's carry the bot's token
+        try:
+            port = url.port
+        except ValueError:
+            raise HttpError(f"the URL of {url.hostname} has a port that is not a number") from None
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise HttpError(f"not an http(s) URL: {url.geturl()[:80]!r}")
-        return cls(url.scheme, url.hostname, url.port or (443 if url.scheme == "https" else 80))
+            raise HttpError(f"not an http(s) URL (scheme {url.scheme!r})")
+        return cls(url.scheme, url.hostname, port or (443 if url.scheme == "https" else 80))
 
     @property
     def authority(self) -> str:

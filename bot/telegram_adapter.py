@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 from telegram import BotCommand, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -30,6 +31,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.app import AdapterStartFailed
 from bot.progress import JobView
 from bot.requests import UserError, build_params, parse_animate_text, split_command
 from bot.service import ADMIN_HELP, BotService, Requester, help_text
@@ -149,7 +151,19 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         """Connect (getMe), register the command menu and start long polling."""
-        await self.app.initialize()
+        try:
+            await self.app.initialize()
+        except InvalidToken:
+            raise AdapterStartFailed(
+                f"telegram: Telegram refused the bot token ({self._token_source()}). Copy it "
+                "again from @BotFather (/mybots, API Token)."
+            ) from None
+        except NetworkError as exc:  # TimedOut too
+            api = self.telegram.base_url or "https://api.telegram.org"
+            raise AdapterStartFailed(
+                f"telegram: cannot reach the Bot API at {api}: {exc}. Check the network, "
+                "HTTPS_PROXY, or [telegram] base_url."
+            ) from None
         try:
             await self.app.bot.set_my_commands(COMMANDS)
         except TelegramError as exc:
@@ -167,6 +181,12 @@ class TelegramAdapter:
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
+
+    def _token_source(self) -> str:
+        env = self.telegram.token_env
+        if env and os.environ.get(env):
+            return f"from the environment variable {env}"
+        return f"from {self.telegram.token_file}" if self.telegram.token_file else "from config"
 
     # ---- commands ----------------------------------------------------------------------
 

@@ -60,12 +60,15 @@ class BotApiRequest(BaseRequest):
 
     async def initialize(self) -> None:
         if self._pool is None:
-            self._pool = ConnectionPool(
-                self._pool_size,
-                proxies=_proxies(),
-                bypass=urllib.request.proxy_bypass,  # NO_PROXY
-                user_agent=self.USER_AGENT,
-            )
+            try:
+                self._pool = ConnectionPool(
+                    self._pool_size,
+                    proxies=_proxies(),
+                    bypass=urllib.request.proxy_bypass,  # NO_PROXY
+                    user_agent=self.USER_AGENT,
+                )
+            except HttpError as err:  # a proxy we cannot use: said at the first call
+                raise NetworkError(str(err)) from None
 
     async def shutdown(self) -> None:
         if self._pool is not None:

@@ -164,6 +164,15 @@ async def serve(
     for name, task in (("the chat bots", bots), ("the worker supervisor", worker)):
         exc = task.exception()
         if exc is not None:
-            log.error("%s stopped with an error", name, exc_info=exc)
+            if _expected(exc):  # a wrong token, an unreachable API: the sentence is enough
+                log.error("%s", exc)
+            else:
+                log.error("%s stopped with an error", name, exc_info=exc)
             code = 1
     return code
+
+
+def _expected(exc: BaseException) -> bool:
+    from bot.app import AdapterStartFailed  # the bot package, loaded by now
+
+    return isinstance(exc, AdapterStartFailed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,6 +319,10 @@ def parse_settings(
         )
     telegram = dataclasses.replace(
         settings.telegram,
+        base_url=_bot_api_url("telegram.base_url", settings.telegram.base_url, "/bot"),
+        base_file_url=_bot_api_url(
+            "telegram.base_file_url", settings.telegram.base_file_url, "/file/bot"
+        ),
         token=_read_secret(
             "telegram", settings.telegram.token_env, settings.telegram.token_file, base
         ),
@@ -329,6 +334,26 @@ def parse_settings(
         ),
     )
     return dataclasses.replace(settings, storage=storage, telegram=telegram, discord=discord)
+
+
+def _bot_api_url(key: str, value: str, path: str) -> str:
+    """A Bot API server's URL as python-telegram-bot takes it (the token is appended
+    to it): a bare server address gets the Bot API's own path, as its docs name it."""
+    if not value:
+        return value
+    parts = urllib.parse.urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = parts._replace(scheme="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{key}: {value!r} is not an http(s) URL; a local Bot API server's is "
+            f"e.g. http://localhost:8081{path}"
+        )
+    if parts.path in ("", "/"):
+        return value.rstrip("/") + path
+    return value
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -106,3 +106,18 @@ def test_token_in_toml_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"telegram\.token: unknown key") as err:
         load_settings(path)
     assert "123:abc" not in str(err.value)
+
+
+def test_a_local_bot_api_server_address_gets_the_bot_api_paths() -> None:
+    """PTB appends the token to base_url, so "http://localhost:8081" alone would
+    make ".../8081123456:ABC" out of it: a bare address gets /bot and /file/bot."""
+    telegram = parse_settings(
+        {"telegram": {"base_url": "http://localhost:8081/", "base_file_url": "http://x:1"}}
+    ).telegram
+    assert telegram.base_url == "http://localhost:8081/bot"
+    assert telegram.base_file_url == "http://x:1/file/bot"
+    kept = parse_settings({"telegram": {"base_url": "https://tg.example/custom/bot"}}).telegram
+    assert kept.base_url == "https://tg.example/custom/bot"
+    for bad in ("localhost:8081", "ftp://x/bot", "http://x:port/bot"):
+        with pytest.raises(ConfigError, match=r"telegram.base_url: .* is not an http\(s\) URL"):
+            parse_settings({"telegram": {"base_url": bad}})

@@ -23,6 +23,7 @@ from bot.http11 import (
     ConnectFailed,
     ConnectionLost,
     ConnectionPool,
+    HttpError,
     HttpTimeout,
     ProtocolError,
     ResponseParser,
@@ -551,3 +552,11 @@ async def test_a_proxy_that_refuses_the_tunnel_or_never_answers(authority: trust
             await pool.request(
                 "GET", "https://api.telegram.org/botT/getMe", timeouts=Timeouts(connect=0.2)
             )
+
+
+async def test_errors_never_repeat_the_url_which_holds_the_token() -> None:
+    pool = ConnectionPool(1)
+    for url in ("http://127.0.0.1:8081123456:SECRET/getMe", "ftp://h/bot123456:SECRET/x"):
+        with pytest.raises(HttpError) as error:
+            await pool.request("GET", url)
+        assert "SECRET" not in str(error.value)

@@ -630,3 +630,55 @@ async def test_an_unexpected_error_is_logged_and_the_user_told(
     assert alert.show_alert and alert.text.startswith("⚠️ Something went wrong")
     failures = [r for r in caplog.records if "an update failed" in r.getMessage()]
     assert len(failures) == 2 and "the disk is on fire" in str(failures[0].exc_info[1])
+
+
+SERVE_WITH_IDLE_WORKER = """
+import asyncio, sys
+from bot.app import run_bots
+from framepack_bot.commands import configure_logging
+from framepack_bot.supervisor import serve
+from storage.config import load_settings
+
+settings = load_settings(sys.argv[1])
+configure_logging(settings)
+idle = [sys.executable, "-c", "import time; time.sleep(60)"]
+sys.exit(asyncio.run(serve(settings, run_bots, command=idle)))
+"""
+
+
+async def test_a_wrong_token_or_no_bot_api_stops_run_with_a_sentence(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """What the host sees when `framepack-bot run` cannot start the bot: one line that
+    says what to fix, exit code 1, no traceback (and never the token)."""
+    import os
+    import sys
+
+    from tests.telegram_harness import config_data, write_config
+
+    repo = Path(__file__).resolve().parents[1]
+    closed = FakeTelegram()
+    await closed.start()
+    unreachable = closed.base_url
+    await closed.stop()  # its port now refuses connections
+    cases = [
+        ({}, "123456:WRONG", "Telegram refused the bot token (from the environment variable "
+         "FPB_TEST_TELEGRAM_TOKEN)"),
+        ({"base_url": unreachable}, fake.token, f"cannot reach the Bot API at {unreachable}"),
+    ]  # fmt: skip
+    for telegram, token, said in cases:
+        config = write_config(
+            tmp_path / "config.toml", config_data(tmp_path / "data", fake, telegram=telegram)
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SERVE_WITH_IDLE_WORKER, str(config),
+            cwd=repo,
+            env={**os.environ, "FPB_TEST_TELEGRAM_TOKEN": token, "PYTHONPATH": str(repo)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        log = out.decode()
+        assert proc.returncode == 1, log
+        assert said in log, log
+        assert "Traceback" not in log and "WRONG" not in log, log
+        assert fake.token not in log, log
