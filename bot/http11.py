@@ -526,7 +526,7 @@ class ConnectionPool:
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:  # made on first use: loading the CA store takes ~20 ms
-            self._ssl = ssl.create_default_context()
+            self._ssl = default_ssl_context()
         return self._ssl
 
     async def request(
@@ -675,6 +675,21 @@ class ConnectionPool:
         assert isinstance(secure, asyncio.Transport)
         connection.transport = secure
         return connection
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The system's certificate authorities (SSL_CERT_FILE and SSL_CERT_DIR honoured,
+    so a company's own CA works), and certifi's when the system has none loaded: a
+    slim container image often lacks ca-certificates, and httpx, PTB's own client,
+    would have worked there with certifi."""
+    context = ssl.create_default_context()
+    if context.cert_store_stats()["x509_ca"] == 0:
+        try:
+            import certifi  # installed with python-telegram-bot (through httpx)
+        except ImportError:
+            return context
+        context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 @dataclass(frozen=True)
