@@ -50,7 +50,7 @@ MEDIA_WRITE_TIMEOUT = 600.0  # seconds to upload one video (up to 2000 MB to a l
 # served faster with 16 than with PTB's 256.
 CONCURRENT_UPDATES = 16
 CONNECTIONS = 32
-# The Bot API client: ours (bot/telegram_http.py, ~40x less CPU per call than
+# The Bot API client: ours (bot/telegram_http.py, 16x less CPU per call than
 # httpx). "httpx" is PTB's own, kept so the benchmark can compare the two.
 HTTP_CLIENT = "ours"
 COMMANDS = [

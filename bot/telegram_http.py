@@ -2,11 +2,12 @@
 
 PTB sends every Bot API call through a `BaseRequest`; its default is httpx, and
 PTB documents this class as the place to plug in another client. What one
-loopback Bot API call costs in CPU on the 2-core machine CI runs on: 4.6 ms
-through httpx, 0.34 ms through aiohttp (which this module used before), about
-0.1 ms through bot/http11.py. A hundred users who send `/animate` at once make
-three hundred calls on the bot's one event loop, so the client decides whether
-the last of them hears back in half a second or in two (`python
+loopback Bot API call costs the event loop in CPU, PTB's own work included, on
+the 2-core machine CI runs on (`python benchmarks/http_client.py`): 3.2 ms
+through httpx, 0.35 ms through aiohttp (which this module used before), 0.19 ms
+through bot/http11.py. A hundred users who send `/animate` at once make three
+hundred calls on the bot's one event loop, so the client decides whether the
+last of them hears back in half a second or in two (`python
 benchmarks/telegram.py` compares ours with httpx end to end).
 
 Errors keep PTB's meaning: a timeout is `TimedOut`, any other failure to talk
