@@ -134,11 +134,7 @@ class ResponseParser:
                 del buf[: end + 4]
                 self._read_head(head)
             elif state == "length":
-                take = buf[: self._left]
-                self.body += take
-                del buf[: len(take)]
-                self._left -= len(take)
-                if self._left:
+                if not self._take_body():
                     return
                 self._finish()
             elif state == "chunk-size":
@@ -157,11 +153,7 @@ class ResponseParser:
                     raise ProtocolError("negative chunk size")
                 self._state = "chunk-data" if self._left else "trailers"
             elif state == "chunk-data":
-                take = buf[: self._left]
-                self.body += take
-                del buf[: len(take)]
-                self._left -= len(take)
-                if self._left:
+                if not self._take_body():
                     return
                 self._state = "chunk-end"
             elif state == "chunk-end":
@@ -184,6 +176,14 @@ class ResponseParser:
                 self.body += buf
                 buf.clear()
                 return
+
+    def _take_body(self) -> bool:
+        """Move up to `_left` buffered bytes into the body; True once none are left."""
+        take = self._buffer[: self._left]
+        self.body += take
+        del self._buffer[: len(take)]
+        self._left -= len(take)
+        return not self._left
 
     def _finish(self) -> None:
         if self._buffer:
