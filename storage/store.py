@@ -685,10 +685,13 @@ class StoreCore:
             self._tuples.row_factory = None
         return self._tuples
 
-    def _remember_work(self, job_id: int, model: str, seconds: float, steps: int) -> None:
+    def _remember_work(
+        self, job_id: int, model: str, seconds: float, steps: int
+    ) -> tuple[str, int]:
         if len(self._work) >= WORK_CACHE_SIZE:
             self._work.clear()  # refilled as positions are asked for
-        self._work[job_id] = (model, sections_for(seconds) * steps)
+        work = self._work[job_id] = (model, sections_for(seconds) * steps)
+        return work
 
     def _work_of(self, ids: list[int]) -> list[tuple[str, int]]:
         """(model, sections x steps) of each job, from memory or read once."""
@@ -703,8 +706,7 @@ class StoreCore:
             (json.dumps(missing),),
         )
         for job_id, model, seconds, steps in rows.fetchall():
-            self._remember_work(job_id, model, seconds, steps)
-            found[job_id] = (model, sections_for(seconds) * steps)
+            found[job_id] = self._remember_work(job_id, model, seconds, steps)
         return [
             work if work is not None else found[job_id]
             for job_id, work in zip(ids, known, strict=True)
@@ -713,6 +715,8 @@ class StoreCore:
     def _estimates(self, ids: list[int], until: int | None) -> dict[int, QueuePosition]:
         """Positions and starts of the waiting jobs `ids`, given in their order, up to
         `until`."""
+        if until is not None and until in ids:
+            ids = ids[: ids.index(until) + 1]  # the jobs after it change nothing for it
         running = self.running()
         now = self.clock()
         # one worker may hold two running jobs for a moment (one finishing its
