@@ -316,7 +316,7 @@ class Connection(asyncio.Protocol):
     async def exchange(
         self,
         head: bytes,
-        body: Sequence[Part],
+        body: Sequence[bytes | FileSlice],
         *,
         timeouts: Timeouts,
         head_only: bool = False,
@@ -358,15 +358,19 @@ class Connection(asyncio.Protocol):
         return parser
 
     async def _send(
-        self, transport: asyncio.Transport, head: bytes, body: Sequence[Part], write: float | None
+        self,
+        transport: asyncio.Transport,
+        head: bytes,
+        body: Sequence[bytes | FileSlice],
+        write: float | None,
     ) -> None:
         """Write the request. Bytes go to the transport's buffer at once; the write
         timeout bounds the waits for the server to take them, and the files."""
         deadline = None if write is None else self._loop.time() + write
         pending = [head]
         for part in body:
-            if isinstance(part, bytes | bytearray | memoryview):
-                pending.append(bytes(part))
+            if isinstance(part, bytes):
+                pending.append(part)
                 continue
             transport.writelines(pending)
             pending = []
@@ -385,22 +389,26 @@ class Connection(asyncio.Protocol):
         except TimeoutError:
             raise HttpTimeout("write", write or 0) from None
 
-    async def _send_file(self, transport: asyncio.Transport, file: BinaryIO) -> None:
-        """The file from its position, as many bytes as it had when the request's
-        length was taken: by sendfile (asyncio copies in a thread when the
-        transport is TLS), or read a megabyte at a time for a file in memory."""
+    async def _send_file(self, transport: asyncio.Transport, part: FileSlice) -> None:
+        """Exactly the bytes the request's length counted: by sendfile (asyncio copies
+        in a thread when the transport is TLS), or a megabyte at a time for a file in
+        memory. A file that shrank meanwhile fails the request (Content-Length is
+        sent); one that grew is sent as it was."""
         await self._drain()
-        left = _part_length(file)
+        file, left = part.file, part.length
         if _has_fd(file):
             try:
-                await self._loop.sendfile(transport, file, file.tell(), left)  # type: ignore[arg-type]
+                sent = await self._loop.sendfile(transport, file, part.offset, left)  # type: ignore[arg-type]
             except (ConnectionError, BrokenPipeError) as error:
                 raise ConnectionLost(f"the connection closed while sending: {error}") from None
             except RuntimeError:  # asyncio: the transport closed during the copy
                 raise ConnectionLost("the connection closed while sending") from None
             if self._closed:
                 raise ConnectionLost("the connection closed while sending")
+            if sent != left:
+                raise HttpError("a file to send is shorter than it was")
             return
+        file.seek(part.offset)
         while left > 0:
             chunk = file.read(min(CHUNK, left))
             if not chunk:
@@ -536,10 +544,10 @@ class ConnectionPool:
         *,
         headers: Sequence[tuple[str, str]] = (),
         body: Sequence[Part] = (),
-        body_length: int | None = None,
         timeouts: Timeouts = Timeouts(),
     ) -> tuple[int, bytes]:
-        """Send a request and return its status and whole body."""
+        """Send a request and return its status and whole body. A file in `body` is
+        sent from its position to its end as it is now."""
         if self._closed:
             raise HttpError("the connection pool is closed")
         target = urllib.parse.urlsplit(url)
@@ -551,8 +559,11 @@ class ConnectionPool:
                 proxy = None
             self._proxy_of[origin] = proxy
         proxy = self._proxy_of[origin]
-        if body_length is None:
-            body_length = sum(_part_length(part) for part in body)
+        parts = [
+            bytes(p) if isinstance(p, bytes | bytearray | memoryview) else FileSlice.of(p)
+            for p in body
+        ]
+        body_length = sum(len(p) if isinstance(p, bytes) else p.length for p in parts)
         path = target.path or "/"
         if target.query:
             path += "?" + target.query
@@ -585,7 +596,7 @@ class ConnectionPool:
                 connection, reused = await self._checkout(origin, proxy, timeouts.connect)
                 try:
                     response = await connection.exchange(
-                        head, body, timeouts=timeouts, head_only=method == "HEAD"
+                        head, parts, timeouts=timeouts, head_only=method == "HEAD"
                     )
                 except _ClosedBeforeAnswer:
                     if reused and retry:
@@ -722,11 +733,18 @@ def _has_fd(file: BinaryIO) -> bool:
         return False
 
 
-def _part_length(part: Part) -> int:
-    """Bytes left to send of a part: a file's from its position to its end."""
-    if isinstance(part, bytes | bytearray | memoryview):
-        return len(part)
-    position = part.tell()
-    end = part.seek(0, os.SEEK_END)
-    part.seek(position)
-    return end - position
+@dataclass(frozen=True)
+class FileSlice:
+    """The part of a file a request sends, fixed when its Content-Length is taken."""
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+    @classmethod
+    def of(cls, file: BinaryIO) -> FileSlice:
+        """From the file's position to its end."""
+        position = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(position)
+        return cls(file, position, end - position)
