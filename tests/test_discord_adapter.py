@@ -302,16 +302,3 @@ def _animated_gif() -> bytes:
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
     return out.getvalue()
-
-
-async def test_a_wrong_token_stops_the_start_with_what_to_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from bot.app import AdapterStartFailed
-    from storage.config import Secret
-
-    async with discord_scene(tmp_path, monkeypatch) as scene:
-        scene.configure(token=Secret("not-the-token"))
-        with pytest.raises(AdapterStartFailed, match="refused the bot token") as refused:
-            await scene.start()
-        assert "Reset Token" in str(refused.value) and "not-the-token" not in str(refused.value)

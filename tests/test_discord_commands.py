@@ -13,6 +13,7 @@ from typing import Any
 import discord
 import pytest
 
+from bot.app import AdapterStartFailed
 from storage.config import Secret
 from storage.records import JobStatus
 from tests.discord_scene import Scene, discord_scene, embed_text
@@ -240,7 +241,11 @@ async def test_a_channel_where_the_bot_cannot_post_queues_nothing(scene: Scene) 
 async def test_a_wrong_token_stops_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One sentence for the host, what to fix and never the token (the run command
+    prints it without a traceback: tests/test_telegram_adapter.py runs it)."""
     async with discord_scene(tmp_path, monkeypatch) as scene:
         scene.configure(token=Secret("not-the-bot-token"))
-        with pytest.raises(discord.LoginFailure):
+        with pytest.raises(AdapterStartFailed, match="refused the bot token") as refused:
             await scene.start()
+        assert "Reset Token" in str(refused.value)
+        assert "not-the-bot-token" not in str(refused.value)
