@@ -714,7 +714,8 @@ class _Proxy:
         parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
             raise HttpError(
-                f"unsupported proxy {parts.scheme}://{parts.hostname}: only http:// proxies are"
+                f"unsupported proxy {parts.scheme}://{parts.hostname}: "
+                "only http:// proxies are supported"
             )
         authorization = None
         if parts.username is not None:

@@ -573,3 +573,8 @@ def test_without_system_authorities_certifi_is_used(
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
     assert ssl.create_default_context().cert_store_stats()["x509_ca"] == 0
     assert default_ssl_context().cert_store_stats()["x509_ca"] > 100  # certifi's
+
+
+def test_a_socks_proxy_is_refused_with_what_is_supported() -> None:
+    with pytest.raises(HttpError, match="unsupported proxy socks5://h: only http:// proxies"):
+        ConnectionPool(1, proxies={"https": "socks5://user:pw@h:1080"})
