@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_HEAD = 64 * 1024  # bytes of status line and headers before we call it garbage
 CHUNK = 1024 * 1024  # bytes of a file read at once when it cannot go by sendfile
 
@@ -496,13 +497,12 @@ class Origin:
             raise HttpError(f"the URL of {url.hostname} has a port that is not a number") from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise HttpError(f"not an http(s) URL (scheme {url.scheme!r})")
-        return cls(url.scheme, url.hostname, port or (443 if url.scheme == "https" else 80))
+        return cls(url.scheme, url.hostname, port or DEFAULT_PORTS[url.scheme])
 
     @property
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
 class ConnectionPool:
@@ -518,17 +518,16 @@ class ConnectionPool:
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "framepack-bot",
     ) -> None:
-        self.size = size
         self.keepalive_expiry = keepalive_expiry
         self.user_agent = user_agent
         self._slots = asyncio.Semaphore(size)
         self._idle: dict[Origin, list[Connection]] = {}
-        self._origins: dict[tuple[str, str], Origin] = {}
         self._ssl = ssl_context
         # scheme -> proxy URL (HTTPS_PROXY for https://...), and the hosts that go direct
         self._proxies = {scheme: _Proxy.parse(url) for scheme, url in (proxies or {}).items()}
         self._bypass = bypass
-        self._proxy_of: dict[Origin, _Proxy | None] = {}
+        # (scheme, host:port) of a URL -> its origin and the proxy it goes through
+        self._routes: dict[tuple[str, str], tuple[Origin, _Proxy | None]] = {}
         self._closed = False
 
     @property
@@ -551,14 +550,7 @@ class ConnectionPool:
         if self._closed:
             raise HttpError("the connection pool is closed")
         target = urllib.parse.urlsplit(url)
-        origin = self._origins.get((target.scheme, target.netloc))
-        if origin is None:
-            origin = self._origins[target.scheme, target.netloc] = Origin.of(target)
-            proxy = self._proxies.get(origin.scheme)
-            if proxy is not None and self._bypass is not None and self._bypass(origin.host):
-                proxy = None
-            self._proxy_of[origin] = proxy
-        proxy = self._proxy_of[origin]
+        origin, proxy = self._route(target)
         parts = [
             bytes(p) if isinstance(p, bytes | bytearray | memoryview) else FileSlice.of(p)
             for p in body
@@ -580,7 +572,7 @@ class ConnectionPool:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise HttpError(f"a line break in the header {name!r}")
             lines.append(f"{name}: {value}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = _head(lines)
 
         if self._slots.locked():  # all connections busy: wait for one, not forever
             try:
@@ -613,6 +605,17 @@ class ConnectionPool:
                 return response.status, bytes(response.body)
         finally:
             self._slots.release()
+
+    def _route(self, target: urllib.parse.SplitResult) -> tuple[Origin, _Proxy | None]:
+        key = (target.scheme, target.netloc)
+        route = self._routes.get(key)
+        if route is None:
+            origin = Origin.of(target)
+            proxy = self._proxies.get(origin.scheme)
+            if proxy is not None and self._bypass is not None and self._bypass(origin.host):
+                proxy = None
+            route = self._routes[key] = (origin, proxy)
+        return route
 
     async def close(self) -> None:
         """Close the idle connections; those in use close when their request ends."""
@@ -664,7 +667,7 @@ class ConnectionPool:
         lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
         if proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = _head(lines)
         try:
             answer = await connection.exchange(
                 head, (), timeouts=Timeouts(write=None, read=None), head_only=True
@@ -724,6 +727,11 @@ class _Proxy:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             authorization = f"Basic {token}"
         return cls(parts.hostname, parts.port or 80, authorization)
+
+
+def _head(lines: list[str]) -> bytes:
+    """A request's head: its lines, then the empty line that ends it."""
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _has_fd(file: BinaryIO) -> bool:

@@ -68,7 +68,7 @@ class BotApiRequest(BaseRequest):
                     bypass=urllib.request.proxy_bypass,  # NO_PROXY
                     user_agent=self.USER_AGENT,
                 )
-            except HttpError as err:  # a proxy we cannot use: said at the first call
+            except HttpError as err:  # a proxy we cannot use: the bot's start says so
                 raise NetworkError(str(err)) from None
 
     async def shutdown(self) -> None:
