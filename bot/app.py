@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
 from bot.service import BotService
 from bot.tracker import JobNotifier, JobTracker
-from storage.config import Settings
+from storage.config import DiscordSettings, Settings, TelegramSettings
 from storage.files import DataDir, remove_expired_files
 from storage.store import JobStore, QueueLimits
 
@@ -29,6 +30,13 @@ class NoAdapterEnabled(RuntimeError):
 class AdapterStartFailed(RuntimeError):
     """A platform turned the bot away at start (a wrong token, no way to reach it).
     The message says what to fix; the host reads it without a traceback."""
+
+
+def token_source(section: TelegramSettings | DiscordSettings) -> str:
+    """Where a platform's token was read from, for a message that must not show it."""
+    if section.token_env and os.environ.get(section.token_env):
+        return f"from the environment variable {section.token_env}"
+    return f"from {section.token_file}" if section.token_file else "from the config"
 
 
 class ChatAdapter(JobNotifier, Protocol):

@@ -42,7 +42,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from PIL import Image, ImageOps
 
-from bot.app import AdapterStartFailed
+from bot.app import AdapterStartFailed, token_source
 from bot.discord_render import (
     BUTTON_STYLES,
     CUSTOM_ID_TEMPLATE,
@@ -195,9 +195,8 @@ class DiscordAdapter:
             await self.client.login(self.settings.token.reveal())  # runs setup_hook
         except discord.LoginFailure:
             raise AdapterStartFailed(
-                "discord: Discord refused the bot token (from the environment variable "
-                f"{self.settings.token_env} or token_file). Copy it again from the Developer "
-                "Portal (your application, Bot, Reset Token)."
+                f"discord: Discord refused the bot token ({token_source(self.settings)}). Copy "
+                "it again from the Developer Portal (your application, Bot, Reset Token)."
             ) from None
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             raise AdapterStartFailed(

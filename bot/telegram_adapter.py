@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -31,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.app import AdapterStartFailed
+from bot.app import AdapterStartFailed, token_source
 from bot.progress import JobView
 from bot.requests import UserError, build_params, parse_animate_text, split_command
 from bot.service import ADMIN_HELP, BotService, Requester, help_text
@@ -155,8 +154,8 @@ class TelegramAdapter:
             await self.app.initialize()
         except InvalidToken:
             raise AdapterStartFailed(
-                f"telegram: Telegram refused the bot token ({self._token_source()}). Copy it "
-                "again from @BotFather (/mybots, API Token)."
+                f"telegram: Telegram refused the bot token ({token_source(self.telegram)}). "
+                "Copy it again from @BotFather (/mybots, API Token)."
             ) from None
         except NetworkError as exc:  # TimedOut too
             api = self.telegram.base_url or "https://api.telegram.org"
@@ -181,12 +180,6 @@ class TelegramAdapter:
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
-
-    def _token_source(self) -> str:
-        env = self.telegram.token_env
-        if env and os.environ.get(env):
-            return f"from the environment variable {env}"
-        return f"from {self.telegram.token_file}" if self.telegram.token_file else "from config"
 
     # ---- commands ----------------------------------------------------------------------
 

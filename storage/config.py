@@ -343,10 +343,11 @@ def _bot_api_url(key: str, value: str, path: str) -> str:
         return value
     parts = urllib.parse.urlsplit(value)
     try:
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         parts.port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
-        parts = parts._replace(scheme="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        usable = False
+    if not usable:
         raise ConfigError(
             f"{key}: {value!r} is not an http(s) URL; a local Bot API server's is "
             f"e.g. http://localhost:8081{path}"
