@@ -42,13 +42,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack.buckets import find_nearest_bucket, resize_and_center_crop  # noqa: E402
-from framepack.components import Components, llama_prompt_template  # noqa: E402
-from framepack.engine import FramePackEngine  # noqa: E402
-from framepack.events import Done, Step  # noqa: E402
-from framepack.params import GenerationParams  # noqa: E402
-from framepack.reference import pipeline_kwargs, to_uint8  # noqa: E402
-from framepack.video import encode_mp4  # noqa: E402
+from framepack.engine.buckets import find_nearest_bucket, resize_and_center_crop  # noqa: E402
+from framepack.engine.engine import FramePackEngine  # noqa: E402
+from framepack.engine.events import Done, Step  # noqa: E402
+from framepack.engine.params import GenerationParams  # noqa: E402
+from framepack.models.components import Components, llama_prompt_template  # noqa: E402
+from framepack.video.encode import encode_mp4  # noqa: E402
+from tests.reference import pipeline_kwargs, to_uint8  # noqa: E402
 
 PROMPT = "A cat walks through tall grass, the camera follows it slowly."
 GIB = 1 << 30
@@ -151,7 +151,7 @@ def render_with_pipeline(
 
 
 def tiny(args: argparse.Namespace) -> int:
-    from framepack.tiny import build_tiny_components
+    from framepack.models.tiny import build_tiny_components
 
     components = build_tiny_components()
     engine = FramePackEngine(components, device="cpu")
@@ -239,8 +239,8 @@ def random_components(
         SiglipVisionModel,
     )
 
-    from framepack.schedulers import make_scheduler
-    from framepack.tiny import clip_tokenizer, llama_tokenizer, siglip_processor_class
+    from framepack.engine.schedulers import make_scheduler
+    from framepack.models.tiny import clip_tokenizer, llama_tokenizer, siglip_processor_class
 
     noise = torch.randn(1 << 20, generator=torch.Generator().manual_seed(0)) * 0.02
 

@@ -27,7 +27,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framepack.video import encode_mp4, ffmpeg_exe, fit_to_size, probe, read_frames
+from framepack.video.encode import encode_mp4
+from framepack.video.ffmpeg import ffmpeg_exe
+from framepack.video.fit import fit_to_size
+from framepack.video.probe import probe, read_frames
 
 
 def make_clip(frames: int, height: int, width: int) -> np.ndarray:

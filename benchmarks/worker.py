@@ -46,11 +46,11 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import framepack.worker  # noqa: E402
-from framepack.events import Done, EngineEvent, Step  # noqa: E402
-from framepack.worker import Worker  # noqa: E402
-from framepack.worker_delivery import deliver  # noqa: E402
-from framepack.worker_engines import EngineLike, EngineSlot, engine_factory  # noqa: E402
+import framepack.worker.loop  # noqa: E402
+from framepack.engine.events import Done, EngineEvent, Step  # noqa: E402
+from framepack.worker.delivery import deliver  # noqa: E402
+from framepack.worker.engines import EngineLike, EngineSlot, engine_factory  # noqa: E402
+from framepack.worker.loop import Worker  # noqa: E402
 from storage.config import parse_settings  # noqa: E402
 from storage.files import DataDir  # noqa: E402
 from storage.records import EventKind, JobParams  # noqa: E402
@@ -134,7 +134,7 @@ def instrument(store: JobStore, by_job: dict[int, Marks], order: list[int]) -> N
         by_job[int(folder.name)].delivery = time.perf_counter() - started
         return files
 
-    framepack.worker.deliver = timed_deliver  # type: ignore[assignment]
+    framepack.worker.loop.deliver = timed_deliver  # type: ignore[assignment]
     store.claim = timed_claim  # type: ignore[method-assign]
     store.add_event = timed_add_event  # type: ignore[method-assign]
     store.complete = timed_complete  # type: ignore[method-assign]

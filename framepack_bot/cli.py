@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     animate = sub.add_parser("animate", help="render one video locally with a progress bar")
-    from framepack.animate_args import add_animate_arguments
+    from framepack_bot.animate_args import add_animate_arguments
 
     add_animate_arguments(animate)
     return parser
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "animate":
-        from framepack.animate import main as animate_main
+        from framepack_bot.animate import main as animate_main
 
         return animate_main(args)
     if args.command == "doctor":

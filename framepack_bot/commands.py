@@ -39,7 +39,7 @@ def worker_main(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings)
-    from framepack.worker import run_worker
+    from framepack.worker.loop import run_worker
 
     return asyncio.run(run_worker(settings, burst=args.burst))
 

@@ -155,8 +155,8 @@ def check_storage(settings: Settings) -> list[Finding]:
 def check_models(settings: Settings) -> list[Finding]:
     if settings.model.preset == "tiny":
         return [Finding("ok", "model: tiny preset (built in code, nothing to download)")]
-    from framepack.loading import parse_source
-    from framepack.presets import get_preset
+    from framepack.models.loading import parse_source
+    from framepack.models.presets import get_preset
 
     sources = {**get_preset(settings.model.preset).sources, **settings.model.sources}
     missing = []

@@ -24,9 +24,9 @@ from PIL import Image
 
 from bot.app import run_bots
 from bot.discord_adapter import DiscordAdapter
-from framepack.previews import save_png
-from framepack.video import encode_mp4
-from framepack.worker_delivery import deliver
+from framepack.engine.previews import save_png
+from framepack.video.encode import encode_mp4
+from framepack.worker.delivery import deliver
 from storage.config import Settings, load_settings
 from storage.files import DataDir
 from storage.records import EventKind, Job, JobStatus
@@ -77,7 +77,7 @@ def noise_frames(count: int, side: int = 64, seed: int = 0) -> np.ndarray:
 
 
 class StandInWorker:
-    """Writes what `framepack.worker` writes for a job, one call per stage."""
+    """Writes what `framepack.worker.loop` writes for a job, one call per stage."""
 
     def __init__(self, store: JobStore, data: DataDir) -> None:
         self.store = store

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from framepack.components import Components
-from framepack.engine import FramePackEngine
-from framepack.events import Cancelled, Done, EngineEvent, Section, Started, Step
-from framepack.params import GenerationParams
+from framepack.engine.engine import FramePackEngine
+from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Started, Step
+from framepack.engine.params import GenerationParams
+from framepack.models.components import Components
 
 # Small jobs: 2 sections (2.4 s of video) of 2 steps at the tiny preset's 128 buckets.
 FAST = GenerationParams(prompt="a cat walks", seconds=2.0, steps=2, resolution=128, seed=7)
@@ -22,7 +22,7 @@ FAST = GenerationParams(prompt="a cat walks", seconds=2.0, steps=2, resolution=1
 
 @functools.cache
 def tiny_components() -> Components:
-    from framepack.tiny import build_tiny_components
+    from framepack.models.tiny import build_tiny_components
 
     return build_tiny_components()
 
@@ -122,7 +122,7 @@ def pipeline_frames(
     """The same job through diffusers' `HunyuanVideoFramepackPipeline`, as uint8 frames."""
     from diffusers import HunyuanVideoFramepackPipeline
 
-    from framepack.reference import pipeline_kwargs, to_uint8
+    from tests.reference import pipeline_kwargs, to_uint8
 
     components = tiny_components()
     pipe = HunyuanVideoFramepackPipeline(**components.pipeline_parts())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from framepack.video import probe
+from framepack.video.probe import probe
 from tests.engine_fixtures import picture
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framepack.buckets import BUCKETS_640, buckets, find_nearest_bucket, resize_and_center_crop
+from framepack.engine.buckets import (
+    BUCKETS_640,
+    buckets,
+    find_nearest_bucket,
+    resize_and_center_crop,
+)
 
 # (input height, width) -> bucket at 640 and at 128. The 640 column is what
 # lllyasviel/FramePack's diffusers_helper/bucket_tools.find_nearest_bucket

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from framepack.video import probe
+from framepack.video.probe import probe
 from storage.records import JobStatus
 from tests.discord_scene import Scene, discord_scene, embed_text, png
 

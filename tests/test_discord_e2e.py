@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from framepack.video import probe
+from framepack.video.probe import probe
 from storage.records import EventKind
 from storage.store import JobStore
 from tests.discord_scene import png, write_config

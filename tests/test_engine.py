@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framepack.buckets import find_nearest_bucket
-from framepack.checkpoint import CHECKPOINT_NAME
-from framepack.events import Done, Section, Started, Step
-from framepack.params import GenerationParams, check_params
-from framepack.video import probe, read_frames
+from framepack.engine.buckets import find_nearest_bucket
+from framepack.engine.checkpoint import CHECKPOINT_NAME
+from framepack.engine.events import Done, Section, Started, Step
+from framepack.engine.params import GenerationParams, check_params
+from framepack.video.probe import probe, read_frames
 from tests.engine_fixtures import (
     FAST,
     Run,

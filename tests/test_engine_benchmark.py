@@ -11,9 +11,9 @@ from types import ModuleType
 import pytest
 import torch
 
-from framepack.engine import FramePackEngine
-from framepack.events import Done
-from framepack.params import GenerationParams
+from framepack.engine.engine import FramePackEngine
+from framepack.engine.events import Done
+from framepack.engine.params import GenerationParams
 from tests.engine_fixtures import picture
 
 SMALL = {

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import HunyuanVideoFramepackPipeline
 
-from framepack.frames import FrameHistory, to_uint8
+from framepack.engine.frames import FrameHistory, to_uint8
 
 OVERLAP = 33  # (latent window 9 - 1) * 4 + 1
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from framepack.components import load_components
-from framepack.engine import FramePackEngine
-from framepack.loading import Source, parse_source
-from framepack.params import GenerationParams
+from framepack.engine.engine import FramePackEngine
+from framepack.engine.params import GenerationParams
+from framepack.models.components import load_components
+from framepack.models.loading import Source, parse_source
 from storage.config import ModelSettings
 from tests.engine_fixtures import picture, tiny_components
 
@@ -62,7 +62,7 @@ def test_components_load_from_local_folders(saved: Path) -> None:
 
 
 def test_the_tiny_model_is_the_same_on_every_build() -> None:
-    from framepack.tiny import build_tiny_components
+    from framepack.models.tiny import build_tiny_components
 
     torch.manual_seed(123)
     before = torch.rand(1)

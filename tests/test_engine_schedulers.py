@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from framepack.schedulers import flux_mu, make_scheduler, model_timesteps, set_section_timesteps
+from framepack.engine.schedulers import (
+    flux_mu,
+    make_scheduler,
+    model_timesteps,
+    set_section_timesteps,
+)
 
 TOKENS_128 = 9 * 16 * 14 / 4  # a section at the tiny preset's 128x112 bucket
 TOKENS_640 = 9 * 80 * 76 / 4  # and at the real model's 640x608

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framepack.memory import WeightBytes, apply_memory_mode, choose_memory_mode, resolve_device
+from framepack.models.memory import (
+    WeightBytes,
+    apply_memory_mode,
+    choose_memory_mode,
+    resolve_device,
+)
 from tests.engine_fixtures import tiny_components
 
 GB = 10**9

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from framepack.previews import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, latents_to_rgb, save_png
+from framepack.engine.previews import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, latents_to_rgb, save_png
 
 
 def reference_projection(latents: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from framepack.params import GenerationParams
-from framepack.prompts import TimedPrompt, parse_prompt, prompt_at, section_prompts
+from framepack.engine.params import GenerationParams
+from framepack.engine.prompts import TimedPrompt, parse_prompt, prompt_at, section_prompts
 
 
 def test_a_plain_prompt_covers_the_whole_video() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from framepack.video import probe
+from framepack.video.probe import probe
 from storage.records import JobStatus
 from storage.store import JobStore
 from tests.fakes.telegram_api import FakeTelegram, FileLimits, Message

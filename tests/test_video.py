@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from framepack.video import (
-    VideoError,
-    VideoTooLarge,
-    encode_mp4,
-    encode_poster,
-    ffmpeg_exe,
-    fit_to_size,
-    probe,
-    read_frames,
-)
+from framepack.video.encode import encode_mp4
+from framepack.video.ffmpeg import VideoError, ffmpeg_exe
+from framepack.video.fit import VideoTooLarge, fit_to_size
+from framepack.video.probe import probe, read_frames
 
 METADATA = {
     "prompt": 'a cat turns; she says "hi" = #1 \\ ünïcødé 🐈\nsecond line',
@@ -233,11 +226,3 @@ def test_an_impossible_limit_raises_video_too_large(
 def test_fit_to_size_refuses_a_non_positive_limit(tmp_path: Path, noisy_mp4: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         fit_to_size(noisy_mp4, tmp_path / "x.mp4", 0)
-
-
-def test_poster_is_a_small_jpeg_of_the_frame(tmp_path: Path) -> None:
-    frame = gradient_clip(1, 480, 832)[0]
-    path = encode_poster(frame, tmp_path / "poster.jpg")
-    with Image.open(path) as image:
-        assert image.format == "JPEG"
-        assert image.size == (320, 185)

@@ -22,13 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from framepack.engine import FramePackEngine
-from framepack.events import EngineEvent, Section
-from framepack.params import GenerationParams
-from framepack.video import probe
-from framepack.worker import EngineStalled, Worker, run_worker
-from framepack.worker_engines import EngineSlot, generation_params
-from framepack.worker_events import StepThrottle
+from framepack.engine.engine import FramePackEngine
+from framepack.engine.events import EngineEvent, Step
+from framepack.engine.params import GenerationParams
+from framepack.video.probe import probe
+from framepack.worker.engines import EngineSlot, generation_params
+from framepack.worker.events import StepThrottle
+from framepack.worker.loop import EngineStalled, Worker, run_worker
 from storage.config import Settings
 from storage.files import DataDir
 from storage.records import EventKind, JobStatus
@@ -191,7 +191,7 @@ async def test_a_video_within_the_upload_limit_is_delivered_as_it_is(
 async def test_step_events_are_rate_limited_and_old_previews_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("framepack.worker_events.KEEP_PREVIEWS", 2)
+    monkeypatch.setattr("framepack.worker.events.KEEP_PREVIEWS", 2)
     settings = settings_of(write_config(tmp_path, worker={"step_event_interval": 100.0}))
     store = await open_store(settings)
     job_id = await enqueue(store, settings, "alice", seconds=2.0, steps=4)
@@ -287,7 +287,8 @@ async def test_an_unexpected_error_fails_the_job_and_logs_the_traceback(
 
 
 class OutOfMemoryIn:
-    """The tiny engine, but out of CUDA memory after the first section in `modes`.
+    """The tiny engine, but out of CUDA memory in `modes` at the first step of the
+    second section (the first one is checkpointed, so a retry resumes after it).
 
     Stand-in for the out-of-memory path only: the memory mode is what the slot
     asked for (a CPU engine always runs "high"), and the error is raised where
@@ -310,10 +311,10 @@ class OutOfMemoryIn:
 
         def running_out() -> Iterator[EngineEvent]:
             for event in events:
-                yield event
-                if isinstance(event, Section):
+                if isinstance(event, Step) and event.section >= 1:
                     events.close()  # as an error raised inside the engine ends it
                     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                yield event
 
         return running_out()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framepack.engine import VIDEO_NAME
-from framepack.video import probe, read_frames
-from framepack.worker_engines import generation_params, open_picture
+from framepack.engine.engine import VIDEO_NAME
+from framepack.video.probe import probe, read_frames
+from framepack.worker.engines import generation_params, open_picture
 from storage.records import EventKind, JobStatus
 from tests.engine_fixtures import tiny_engine
 from tests.worker_fixtures import (

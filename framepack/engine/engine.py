@@ -31,10 +31,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from framepack.buckets import find_nearest_bucket, resize_and_center_crop
-from framepack.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
-from framepack.components import Components
-from framepack.conditioning import (
+from framepack.engine.buckets import find_nearest_bucket, resize_and_center_crop
+from framepack.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from framepack.engine.conditioning import (
     PromptEmbeds,
     encode_image_features,
     encode_latent,
@@ -42,21 +46,22 @@ from framepack.conditioning import (
     image_to_tensor,
     section_noise,
 )
-from framepack.events import Cancelled, Done, EngineEvent, Section, Started, Step
-from framepack.frames import FrameHistory
-from framepack.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
-from framepack.memory import (
+from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Started, Step
+from framepack.engine.frames import FrameHistory
+from framepack.engine.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
+from framepack.engine.params import GenerationParams, check_params
+from framepack.engine.prompts import section_prompts
+from framepack.engine.sampling import Guidance, StepCancelled, denoise_section
+from framepack.engine.schedulers import make_scheduler
+from framepack.models.components import Components
+from framepack.models.memory import (
     WeightBytes,
     apply_memory_mode,
     choose_memory_mode,
     free_vram,
     resolve_device,
 )
-from framepack.params import GenerationParams, check_params
-from framepack.prompts import section_prompts
-from framepack.sampling import Guidance, StepCancelled, denoise_section
-from framepack.schedulers import make_scheduler
-from framepack.section_videos import SectionVideos
+from framepack.video.sections import SectionVideos
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +122,7 @@ class FramePackEngine:
         should_cancel: Callable[[], bool] = lambda: False,
         on_frames: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[EngineEvent]:
-        """Render `params` from `image`; the events of `framepack.events`, in order.
+        """Render `params` from `image`; the events of `framepack.engine.events`, in order.
 
         Bad settings raise ValueError here, before anything runs. `workdir` holds the
         checkpoint and the videos. `on_frames`, if given, receives the finished

@@ -11,12 +11,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from framepack.presets import allowed_samplers
-from framepack.prompts import parse_prompt
+from framepack.engine.prompts import parse_prompt
+from framepack.models.presets import allowed_samplers
 
 Sampler = Literal["inverted", "forward"]
 SAMPLERS: tuple[str, ...] = ("inverted", "forward")
-SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.schedulers
+SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.engine.schedulers
 
 
 @dataclass(frozen=True)

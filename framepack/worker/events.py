@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepack.events import EngineEvent, Section, Started, Step
-from framepack.previews import save_png
+from framepack.engine.events import EngineEvent, Section, Started, Step
+from framepack.engine.previews import save_png
 from storage.files import DataDir
 from storage.records import EventKind, Job
 from storage.store import JobStore

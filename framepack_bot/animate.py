@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from storage.config import ConfigError, ModelSettings, load_settings
 
 if TYPE_CHECKING:
-    from framepack.params import GenerationParams
+    from framepack.engine.params import GenerationParams
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -43,8 +43,8 @@ def _open_picture(path: Path, what: str) -> Image.Image:
 
 
 def main(args: argparse.Namespace) -> int:
-    from framepack.params import GenerationParams, check_params
-    from framepack.presets import get_preset
+    from framepack.engine.params import GenerationParams, check_params
+    from framepack.models.presets import get_preset
 
     try:
         settings = load_settings(args.config)
@@ -102,9 +102,9 @@ def _render(
     """Run the engine with a progress bar; the finished video's path."""
     from tqdm import tqdm
 
-    from framepack.components import load_components
-    from framepack.engine import FramePackEngine
-    from framepack.events import Done, Section, Started, Step
+    from framepack.engine.engine import FramePackEngine
+    from framepack.engine.events import Done, Section, Started, Step
+    from framepack.models.components import load_components
 
     print(f"loading the {model.preset} model ...", file=sys.stderr)
     engine = FramePackEngine(load_components(model), device=model.device, memory=model.memory)

@@ -21,8 +21,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from framepack.components import Components, llama_prompt_template
-from framepack.schedulers import make_scheduler
+from framepack.engine.schedulers import make_scheduler
+from framepack.models.components import Components, llama_prompt_template
 
 TINY_SEED = 20250417  # FramePack's release date: any fixed number would do
 TEXT_DIM = 16  # Llama hidden size, the transformer's text_embed_dim

@@ -12,7 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepack.video import VideoTooLarge, atomic_path, fit_to_size
+from framepack.video.ffmpeg import atomic_path
+from framepack.video.fit import VideoTooLarge, fit_to_size
 
 FINAL_NAME = "final.mp4"
 UPLOAD_NAME = "upload.mp4"

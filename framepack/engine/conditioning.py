@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from framepack.components import Components
+from framepack.models.components import Components
 
 LLAMA_MAX_TOKENS = 256  # prompt tokens the Llama encoder reads (after the template)
 CLIP_MAX_TOKENS = 77

@@ -107,15 +107,15 @@ def load_components(
     They come back on the CPU; `FramePackEngine` places them for its memory mode.
     `device` (default: `model.device`) only picks the dtypes.
     """
-    from framepack.memory import resolve_device
-    from framepack.presets import get_preset
+    from framepack.models.memory import resolve_device
+    from framepack.models.presets import get_preset
 
     preset = get_preset(model.preset)
     target = resolve_device(device if device is not None else model.device)
     if preset.name == "tiny":
-        from framepack.tiny import build_tiny_components
+        from framepack.models.tiny import build_tiny_components
 
         return build_tiny_components()
-    from framepack.loading import load_pretrained
+    from framepack.models.loading import load_pretrained
 
     return load_pretrained(preset, sources=model.sources, cache_dir=model.cache_dir, device=target)

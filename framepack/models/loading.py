@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from framepack.components import Components, default_prompt_template, llama_prompt_template
-from framepack.presets import Preset
-from framepack.schedulers import make_scheduler
+from framepack.engine.schedulers import make_scheduler
+from framepack.models.components import Components, default_prompt_template, llama_prompt_template
+from framepack.models.presets import Preset
 
 log = logging.getLogger(__name__)
 

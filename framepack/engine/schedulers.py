@@ -23,7 +23,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from framepack.params import SCHEDULERS
+from framepack.engine.params import SCHEDULERS
 
 SchedulerName = Literal["unipc", "euler"]
 

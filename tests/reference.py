@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from framepack.buckets import find_nearest_bucket, resize_and_center_crop
-from framepack.params import GenerationParams
+from framepack.engine.buckets import find_nearest_bucket, resize_and_center_crop
+from framepack.engine.params import GenerationParams
 
 
 def pipeline_kwargs(

@@ -39,16 +39,17 @@ from typing import Any, TypeVar
 import torch
 from PIL import UnidentifiedImageError
 
-from framepack.events import Cancelled, Done, EngineEvent
-from framepack.worker_delivery import deliver
-from framepack.worker_engines import (
+from framepack.engine.events import Cancelled, Done, EngineEvent
+from framepack.worker.delivery import deliver
+from framepack.worker.engines import (
     EngineLike,
     EngineSlot,
     describe_model,
     generation_params,
     open_picture,
 )
-from framepack.worker_events import JobEventWriter, JobLog, RenderTimes
+from framepack.worker.events import JobEventWriter, JobLog, RenderTimes
+from framepack.worker.lease import Lease
 from storage.config import Settings
 from storage.files import DataDir
 from storage.records import Job, Timing
@@ -83,61 +84,6 @@ class EngineStalled(Exception):
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:4]}"
-
-
-class Lease:
-    """A claimed job's heartbeat, and the flags the engine reads before each step."""
-
-    def __init__(
-        self,
-        store: JobStore,
-        job_id: int,
-        worker_id: str,
-        *,
-        interval: float,
-        stopping: threading.Event,
-    ) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.worker_id = worker_id
-        self.interval = interval
-        self.stopping = stopping  # the worker's: SIGTERM or SIGINT
-        self.cancelled = threading.Event()  # its owner or an admin asked
-        self.lost = threading.Event()  # another worker has it now
-        self.aborted = threading.Event()  # the worker gave up on it (an error outside the engine)
-        self._task: asyncio.Task[None] | None = None
-
-    def should_cancel(self) -> bool:
-        """Called on the GPU thread before every step."""
-        flags = (self.cancelled, self.lost, self.aborted, self.stopping)
-        return any(flag.is_set() for flag in flags)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._beat(), name=f"heartbeat-{self.job_id}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def check_cancel(self) -> None:
-        """Read the cancel flag now (between two steps: a cancel stops within one step)."""
-        if await self.store.cancel_requested(self.job_id):
-            self.cancelled.set()
-
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                if await self.store.heartbeat(self.job_id, self.worker_id):
-                    self.cancelled.set()
-            except JobLost:
-                self.lost.set()
-                return
-            except Exception as exc:  # a busy database: the next beat may pass
-                log.warning("job %d: heartbeat failed (%s)", self.job_id, exc)
 
 
 class Worker:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framepack.events import Section
-from framepack.video import encode_mp4
+from framepack.engine.events import Section
+from framepack.video.encode import encode_mp4
 
 PARTIAL_PRESET = "veryfast"  # about 4x faster than "medium", files a little larger
 FINAL_PRESET = "medium"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from framepack.components import Components
+    from framepack.models.components import Components
 
 log = logging.getLogger(__name__)
 

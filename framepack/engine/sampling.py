@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from framepack.conditioning import PromptEmbeds
-from framepack.history import SectionContext
-from framepack.previews import latents_to_rgb
-from framepack.schedulers import model_timesteps, set_section_timesteps
+from framepack.engine.conditioning import PromptEmbeds
+from framepack.engine.history import SectionContext
+from framepack.engine.previews import latents_to_rgb
+from framepack.engine.schedulers import model_timesteps, set_section_timesteps
 
 
 @dataclass(frozen=True)

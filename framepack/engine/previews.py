@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from framepack.video import atomic_path
+from framepack.video.ffmpeg import atomic_path
 
 # (16 latent channels) x (R, G, B)
 LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (

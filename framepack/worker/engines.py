@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from framepack.components import Components
-from framepack.events import EngineEvent
-from framepack.params import GenerationParams
+from framepack.engine.events import EngineEvent
+from framepack.engine.params import GenerationParams
+from framepack.models.components import Components
 from storage.config import ModelSettings, Settings
 from storage.records import Job
 
@@ -30,7 +30,7 @@ LOWER_MEMORY_MODE = {"high": "offload", "offload": "low"}
 
 
 class EngineLike(Protocol):
-    """What the worker uses of `framepack.engine.FramePackEngine`."""
+    """What the worker uses of `framepack.engine.engine.FramePackEngine`."""
 
     components: Components
     memory_mode: str
@@ -55,8 +55,8 @@ def engine_factory(model: ModelSettings) -> EngineFactory:
     """Engines of the configured device, loading each preset's components from its sources."""
 
     def build(preset: str, memory: str) -> EngineLike:
-        from framepack.components import load_components
-        from framepack.engine import FramePackEngine
+        from framepack.engine.engine import FramePackEngine
+        from framepack.models.components import load_components
 
         components = load_components(dataclasses.replace(model, preset=preset))
         return FramePackEngine(components, device=model.device, memory=memory)

@@ -2,7 +2,7 @@
 
 A source is a Hub repo id, optionally followed by the component's subfolder
 (``owner/name/subfolder``), or a local folder. ``[model] sources`` in the config
-overrides any of them (see `framepack.loading`).
+overrides any of them (see `framepack.models.loading`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def get_preset(name: str) -> Preset:
 
 def allowed_samplers(preset: str) -> tuple[str, ...]:
     """The samplers `preset`'s weights were trained for (any for an unknown preset)."""
-    from framepack.params import SAMPLERS
+    from framepack.engine.params import SAMPLERS
 
     known = PRESETS.get(preset)
     return SAMPLERS if known is None else known.samplers
