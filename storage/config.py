@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from storage.files import DataDir
+
 
 class ConfigError(ValueError):
     """A config file that cannot run; the message names the key and what is valid."""
@@ -134,6 +136,10 @@ class WorkerSettings:
     stall_seconds: float = _spec(
         900.0, min=60.0, help="an engine silent this long is hung: the worker exits"
     )
+    # `framepack-bot run` starts a worker beside the bots: "auto" when this install has
+    # the worker's packages (`framepack-bot[worker]`), so a bot-only host leaves the GPU
+    # to `framepack-bot worker` elsewhere.
+    run_here: str = _spec("auto", choices=("auto", "yes", "no"))
 
 
 @dataclass(frozen=True)
@@ -191,8 +197,6 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
-        from storage.files import DataDir  # the file layout has one owner
-
         return DataDir(self.storage.data_dir).database
 
 

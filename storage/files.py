@@ -1,4 +1,4 @@
-"""The file layout of the data dir, and retention.
+"""The file layout of the data dir.
 
 ```
 data_dir/
@@ -15,15 +15,9 @@ them without storing every path.
 from __future__ import annotations
 
 import os
-import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from storage.store import JobStore
-
-ORPHAN_INPUT_AGE = 24 * 3600.0  # an input no job refers to (a crash between write and queue)
 
 
 @dataclass(frozen=True)
@@ -66,27 +60,3 @@ def write_atomic(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
-
-
-async def remove_expired_files(store: JobStore, data: DataDir, older_than: float) -> int:
-    """Remove the files of finished jobs older than `older_than` seconds.
-
-    Never touches a done job that was not delivered yet (a bot that was down
-    must still be able to send it). Returns how many jobs lost their files.
-    """
-    removed = 0
-    for job in await store.expired_jobs(older_than):
-        for folder in data.job_dirs(job.id):
-            shutil.rmtree(folder, ignore_errors=True)
-        for name in (job.input_path, job.end_image_path):
-            if name:
-                Path(name).unlink(missing_ok=True)
-        await store.mark_files_removed(job.id)
-        removed += 1
-    if data.inputs.is_dir():
-        referenced = await store.referenced_inputs()
-        cutoff = time.time() - ORPHAN_INPUT_AGE
-        for path in data.inputs.iterdir():
-            if str(path) not in referenced and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-    return removed

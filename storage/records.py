@@ -49,6 +49,20 @@ class EventKind(StrEnum):
     CANCELLED = "cancelled"
 
 
+# FramePack's section arithmetic, shared by the queue's estimates and the engine
+# (framepack.engine.params), so the two agree by construction: each section
+# samples LATENT_WINDOW latent frames of 4 video frames, and the number of
+# sections comes from the seconds asked at 30 frames a second, as the demo
+# computes it, whatever the video's frame rate.
+LATENT_WINDOW = 9
+SECTION_FPS = 30
+
+
+def sections_for(seconds: float, latent_window: int = LATENT_WINDOW) -> int:
+    """Sections FramePack renders for `seconds` of video (the demo's formula)."""
+    return int(max(round(seconds * SECTION_FPS / (latent_window * 4)), 1))
+
+
 @dataclass(frozen=True)
 class JobParams:
     """What the user asked for; validated by the bot before it is queued."""
@@ -62,8 +76,10 @@ class JobParams:
     negative_prompt: str = ""
     cfg: float = 1.0
 
+    def sections(self) -> int:
+        return sections_for(self.seconds)
+
     def to_json(self) -> str:
-        # its fields are plain values: vars() gives them without asdict's deep copy
         return json.dumps(vars(self), sort_keys=True)
 
     @classmethod
@@ -97,10 +113,6 @@ class Job:
     error: str | None
     delivered_at: float | None
     origin: dict[str, Any] = field(default_factory=dict)  # platform data: source message, reroll of
-
-    @property
-    def user_key(self) -> tuple[str, str]:
-        return (self.platform, self.user_id)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,30 @@
-"""A database of every earlier schema version migrates to the current one."""
+"""A database of every earlier schema version migrates to the current one, released
+migrations never change, and a newer database is refused untouched."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from storage.db import SCHEMA_VERSION, SchemaTooNew, migrate_sync, open_sync
+from storage.db import MIGRATIONS_DIR, SCHEMA_VERSION, SchemaTooNew, migrate, open_database
 from storage.records import JobStatus
 from storage.store import JobStore
+
+# Migrations that shipped: a database out there may be at any of these versions,
+# so their SQL must never change (a change is a new migration). Add a line here
+# when a migration is released.
+RELEASED = {
+    "0001_queue.sql": "16162e0a48b1d390cad67dc2808216aa3f3a3362be4ad0bc1246895f5d705ca2",
+    "0002_delivery_messages_timings.sql": (
+        "c5f6176397c0b84eb65a8aec3830821ad3eba1730138e95d14dc086de5f708fc"
+    ),
+    "0003_fair_order_heads.sql": "e3aeab7b9db6d89d651747c853cc138e6f0e33e48d87f13350a25f3e30fcddbe",
+    "0004_head_triggers.sql": "e5f3859dec6a62baeb08568dc5f20a10412899fe78e2bdab492d75d2c0e1235b",
+    "0005_cheaper_claim.sql": "e1ebcb5633fa098295e041e02f56b23944a2cfdc86d69b0269655d502d316b72",
+}
 
 V1_JOB = (
     "INSERT INTO jobs (platform, user_id, chat_id, params, input_path, status, queued_at) "
@@ -17,9 +32,19 @@ V1_JOB = (
 )
 
 
+def test_released_migrations_never_change() -> None:
+    files = {p.name: p for p in MIGRATIONS_DIR.glob("*.sql")}
+    for name, digest in RELEASED.items():
+        assert name in files, f"released migration {name} is gone"
+        assert hashlib.sha256(files[name].read_bytes()).hexdigest() == digest, (
+            f"{name} was released and must not change; write a new migration instead"
+        )
+    assert len(files) == SCHEMA_VERSION, "SCHEMA_VERSION is the number of migration files"
+
+
 def make_db_at(path: Path, version: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate_sync(conn, target=version)
+    migrate(conn, target=version)
     if version >= 1:
         for n, (user, status) in enumerate(
             [("a", "queued"), ("a", "queued"), ("b", "queued"), ("c", "done")]
@@ -34,7 +59,9 @@ async def test_every_earlier_version_migrates(tmp_path: Path, version: int) -> N
     path = tmp_path / "old.sqlite3"
     make_db_at(path, version)
     async with await JobStore.open(path) as store:
-        version_now = (await (await store.conn.execute("PRAGMA user_version")).fetchone())[0]
+        version_now = await store.run(
+            lambda: store.core.db.execute("PRAGMA user_version").fetchone()[0]
+        )
         assert version_now == SCHEMA_VERSION
         if version >= 1:
             # old jobs keep their data and their fair order: a, b, then a's second
@@ -49,13 +76,18 @@ async def test_every_earlier_version_migrates(tmp_path: Path, version: int) -> N
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    conn = open_sync(tmp_path / "db")
-    assert migrate_sync(conn) == SCHEMA_VERSION
+    conn = open_database(tmp_path / "db")
+    assert migrate(conn) == SCHEMA_VERSION
     conn.close()
 
 
-def test_a_newer_database_is_refused(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+def test_a_newer_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = path.read_bytes()
     with pytest.raises(SchemaTooNew, match="upgrade framepack-bot"):
-        migrate_sync(conn)
+        open_database(path)
+    assert path.read_bytes() == before
+    assert not path.with_name("db-wal").exists()  # not switched to WAL

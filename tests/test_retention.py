@@ -6,8 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from storage.files import DataDir, remove_expired_files, write_atomic
+from storage.files import DataDir, write_atomic
 from storage.records import JobParams
+from storage.retention import remove_expired_files
 from storage.store import JobStore
 from tests.conftest import ManualClock
 
