@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Callable
-from typing import Protocol
 
+from bot.adapters import AdapterFactory, ChatAdapter
 from bot.service import BotService
-from bot.tracker import JobNotifier, JobTracker
-from storage.config import DiscordSettings, Settings, TelegramSettings
-from storage.files import DataDir, remove_expired_files
+from bot.tracker import JobTracker
+from storage.config import Settings
+from storage.files import DataDir
+from storage.retention import remove_expired_files
 from storage.store import JobStore, QueueLimits
 
 log = logging.getLogger("framepack_bot.bot")
@@ -27,38 +26,15 @@ class NoAdapterEnabled(RuntimeError):
     pass
 
 
-class AdapterStartFailed(RuntimeError):
-    """A platform turned the bot away at start (a wrong token, no way to reach it).
-    The message says what to fix; the host reads it without a traceback."""
-
-
-def token_source(section: TelegramSettings | DiscordSettings) -> str:
-    """Where a platform's token was read from, for a message that must not show it."""
-    if section.token_env and os.environ.get(section.token_env):
-        return f"from the environment variable {section.token_env}"
-    return f"from {section.token_file}" if section.token_file else "from the config"
-
-
-class ChatAdapter(JobNotifier, Protocol):
-    async def start(self) -> None:
-        """Connect and serve commands (returns once serving)."""
-
-    async def stop(self) -> None:
-        """Disconnect; pending edits may be dropped, deliveries are retried on restart."""
-
-
-AdapterFactory = Callable[[BotService, Callable[[], None]], ChatAdapter]
-
-
 def enabled_adapters(settings: Settings) -> dict[str, AdapterFactory]:
     """The adapter factories the config enables (imported only when enabled)."""
     factories: dict[str, AdapterFactory] = {}
     if settings.telegram.enabled:
-        from bot.telegram_adapter import create_telegram_adapter
+        from bot.telegram.adapter import create_telegram_adapter
 
         factories["telegram"] = create_telegram_adapter
     if settings.discord.enabled:
-        from bot.discord_adapter import create_discord_adapter
+        from bot.discord.adapter import create_discord_adapter
 
         factories["discord"] = create_discord_adapter
     return factories

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bot.formatting import format_bytes
 from bot.requests import UserError
 from storage.files import DataDir
 
@@ -42,17 +43,13 @@ class CheckedImage:
     height: int
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.0f} MB" if n >= 1_000_000 else f"{n / 1000:.0f} kB"
-
-
 def check_image(
     data: bytes, *, max_bytes: int, max_pixels: int, what: str = "picture"
 ) -> CheckedImage:
     """Validate `data` and return what the worker will read, or raise `UserError`."""
     if len(data) > max_bytes:
         raise UserError(
-            f"The {what} is {_mb(len(data))}; the most is {_mb(max_bytes)}. "
+            f"The {what} is {format_bytes(len(data))}; the most is {format_bytes(max_bytes)}. "
             "Send a smaller one (a screenshot or a JPEG works)."
         )
     try:
@@ -124,3 +121,24 @@ def save_input(image: CheckedImage, data: DataDir) -> Path:
     with out:
         out.write(image.data)
     return path
+
+
+def thumbnail(path: str | Path, max_side: int, *, quality: int = 88) -> bytes:
+    """A JPEG of the picture at `path`, upright, at most `max_side` pixels a side."""
+    with Image.open(path) as image:
+        small = ImageOps.exif_transpose(image).convert("RGB")
+        small.thumbnail((max_side, max_side))
+        out = io.BytesIO()
+        small.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def shown_picture(path: str | Path, max_side: int, max_bytes: int) -> bytes:
+    """The picture as a chat shows it: its own bytes when they are a small, plain PNG
+    or JPEG (nothing to redo), else a `thumbnail`."""
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        plain = image.format in ("PNG", "JPEG") and not image.getexif()
+        if plain and max(image.size) <= max_side and len(data) <= max_bytes:
+            return data
+    return thumbnail(path, max_side)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from bot.formatting import format_duration, format_eta, progress_bar
 from storage.records import EventKind, Job, JobEvent, JobStatus, QueuePosition
-from storage.store import format_duration
 
-BAR_WIDTH = 12
 TINY_NOTE = "Test model: the video is random noise, not your picture animated."
 
 Action = Literal["cancel", "reroll", "delete"]
@@ -126,26 +125,12 @@ class JobView:
         return replace(self, details=(*self.details, *extra))
 
 
-def format_eta(seconds: float) -> str:
-    """A wait as people say it, coarse enough that it does not change every second
-    (each change is an edit of every queued job's message)."""
-    if seconds < 60:
-        return "less than a minute"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(round(seconds / 600) * 10, 60)
-    return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-
-
-def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
-    filled = round(max(0.0, min(1.0, fraction)) * width)
-    return "▰" * filled + "▱" * (width - filled)
-
-
 def _facts(job: Job) -> str:
     p = job.params
     return f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+
+
+CANCEL = Button("✖ Cancel", "cancel")
 
 
 def render(
@@ -159,94 +144,110 @@ def render(
     """The view of `job` now."""
     progress = progress or JobProgress()
     notes = (TINY_NOTE,) if tiny else ()
-    input_media = Media("photo", job.input_path)
-    cancel = (Button("✖ Cancel", "cancel"),)
     if job.status is JobStatus.QUEUED:
-        if position is not None:
-            head = f"⏳ Queued · position {position.position}"
-            if position.estimated_start >= 1:
-                head += f" · starts in about {format_eta(position.estimated_start)}"
-        else:
-            head = "⏳ Queued"
-        details = [_facts(job)]
-        if progress.requeued or job.attempts:
-            details.append("The renderer restarted; this job resumes where it stopped.")
-        if paused:
-            details.append("The queue is paused by an admin.")
-        return JobView(
-            job.id,
-            job.status,
-            head,
-            job.params.prompt,
-            (*details, *notes),
-            input_media,
-            cancel,
-            False,
-        )
-    if job.status is JobStatus.RUNNING:
-        if job.cancel_requested:
-            head = "✖ Cancelling…"
-        elif not progress.sections:
-            head = "🎞 Starting the renderer…"
-        else:
-            head = f"🎞 Rendering {progress_bar(progress.fraction)} {progress.fraction:.0%}"
-        details = [_facts(job)]
-        if progress.sections:
-            details.insert(
-                0,
-                f"section {min(progress.section + 1, progress.sections)}/"
-                f"{progress.sections} · step {progress.step}/{progress.steps}",
-            )
-        media = input_media
-        if progress.partial_video:
-            media = Media("video", progress.partial_video)
-        elif progress.preview:
-            media = Media("photo", progress.preview)
-        buttons = () if job.cancel_requested else cancel
-        return JobView(
-            job.id, job.status, head, job.params.prompt, (*details, *notes), media, buttons, False
-        )
-    if job.status is JobStatus.DONE:
-        done = progress.done
-        details = [_facts(job)]
-        render_s = done.get("render_seconds")
-        waited = (job.started_at or job.queued_at) - job.queued_at
-        timing = []
-        if isinstance(render_s, int | float):
-            timing.append(f"rendered in {format_duration(render_s)}")
-        if waited >= 1:
-            timing.append(f"waited {format_duration(waited)}")
-        if timing:
-            details.append(" · ".join(timing))
-        video = job.delivery_path or job.result_path
-        return JobView(
-            job.id,
-            job.status,
-            "✅ Done",
-            job.params.prompt,
-            (*details, *notes),
-            Media("video", video) if video else None,
-            (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
-            True,
-        )
-    if job.status is JobStatus.FAILED:
-        return JobView(
-            job.id,
-            job.status,
-            "⚠️ Failed",
-            job.params.prompt,
-            (job.error or "The renderer failed.", _facts(job)),
-            input_media,
-            (Button("🔁 Try again", "reroll"),),
-            True,
-        )
+        view = _queued(job, progress, position, paused=paused)
+    elif job.status is JobStatus.RUNNING:
+        view = _running(job, progress)
+    elif job.status is JobStatus.DONE:
+        view = _done(job, progress)
+    elif job.status is JobStatus.FAILED:
+        view = _failed(job)
+    else:
+        view = _cancelled(job)
+    return view.with_details(*notes)
+
+
+def _view(
+    job: Job,
+    headline: str,
+    details: list[str],
+    media: Media | None,
+    buttons: tuple[Button, ...],
+) -> JobView:
     return JobView(
         job.id,
         job.status,
-        "✖ Cancelled",
+        headline,
         job.params.prompt,
-        (_facts(job),),
-        input_media,
-        (Button("🎲 Re-roll", "reroll"),),
-        True,
+        tuple(details),
+        media,
+        buttons,
+        job.status.finished,
+    )
+
+
+def _input(job: Job) -> Media:
+    return Media("photo", job.input_path)
+
+
+def _queued(
+    job: Job, progress: JobProgress, position: QueuePosition | None, *, paused: bool
+) -> JobView:
+    head = "⏳ Queued"
+    if position is not None:
+        head += f" · position {position.position}"
+        if position.estimated_start >= 1:
+            head += f" · starts in about {format_eta(position.estimated_start)}"
+    details = [_facts(job)]
+    if progress.requeued or job.attempts:
+        details.append("The renderer restarted; this job resumes where it stopped.")
+    if paused:
+        details.append("The queue is paused by an admin.")
+    return _view(job, head, details, _input(job), (CANCEL,))
+
+
+def _running(job: Job, progress: JobProgress) -> JobView:
+    if job.cancel_requested:
+        head = "✖ Cancelling…"
+    elif not progress.sections:
+        head = "🎞 Starting the renderer…"
+    else:
+        head = f"🎞 Rendering {progress_bar(progress.fraction)} {progress.fraction:.0%}"
+    details = [_facts(job)]
+    if progress.sections:
+        section = min(progress.section + 1, progress.sections)
+        details.insert(
+            0, f"section {section}/{progress.sections} · step {progress.step}/{progress.steps}"
+        )
+    media = _input(job)
+    if progress.partial_video:
+        media = Media("video", progress.partial_video)
+    elif progress.preview:
+        media = Media("photo", progress.preview)
+    return _view(job, head, details, media, () if job.cancel_requested else (CANCEL,))
+
+
+def _done(job: Job, progress: JobProgress) -> JobView:
+    details = [_facts(job)]
+    render_s = progress.done.get("render_seconds")
+    waited = (job.started_at or job.queued_at) - job.queued_at
+    timing = []
+    if isinstance(render_s, int | float):
+        timing.append(f"rendered in {format_duration(render_s)}")
+    if waited >= 1:
+        timing.append(f"waited {format_duration(waited)}")
+    if timing:
+        details.append(" · ".join(timing))
+    video = job.delivery_path or job.result_path
+    return _view(
+        job,
+        "✅ Done",
+        details,
+        Media("video", video) if video else None,
+        (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
+    )
+
+
+def _failed(job: Job) -> JobView:
+    details = [job.error or "The renderer failed.", _facts(job)]
+    return _view(job, "⚠️ Failed", details, _input(job), (Button("🔁 Try again", "reroll"),))
+
+
+def _cancelled(job: Job) -> JobView:
+    return _view(
+        job,
+        "✖ Cancelled",
+        [_facts(job)],
+        _input(job),
+        (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
     )

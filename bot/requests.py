@@ -16,14 +16,16 @@ from storage.config import GenerationSettings
 from storage.records import JobParams
 
 MODELS = ("framepack", "f1")
+JOB_ID_DIGITS = 18  # a job number longer than this is nobody's (SQLite's ids are 64-bit)
 SEED_MAX = 2**31 - 1
 OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model")
 USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
 )
 
-# Random seeds need no secrecy: one generator seeded from the OS at start (a
-# SystemRandom per job read the OS's randomness on the event loop each time).
+LIMIT_USAGE = "Usage: /limit <user id> <jobs waiting> <seconds a day>, or /limit <user id> default"
+
+# Random seeds need no secrecy: one generator, seeded from the OS at start.
 _SEEDS = random.Random()
 
 
@@ -159,3 +161,24 @@ def build_params(
 
 def new_seed(rng: random.Random | None = None) -> int:
     return (rng or _SEEDS).randint(0, SEED_MAX)
+
+
+def parse_job_id(text: str) -> int | None:
+    """A job number as a user or a button gives it (`12`, `#12`); None for anything else
+    (digits other than 0-9, a number no job can have)."""
+    text = text.removeprefix("#")
+    if not text.isascii() or not text.isdigit() or len(text) > JOB_ID_DIGITS:
+        return None
+    return int(text)
+
+
+def parse_limit_args(args: list[str]) -> tuple[int | None, float | None]:
+    """`<jobs waiting> <seconds a day>` of /limit, or `default` (None, None)."""
+    if [a.lower() for a in args] == ["default"]:
+        return None, None
+    if len(args) != 2:
+        raise UserError(LIMIT_USAGE)
+    try:
+        return int(args[0]), float(args[1])
+    except ValueError:
+        raise UserError(LIMIT_USAGE) from None

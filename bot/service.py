@@ -9,16 +9,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.formatting import format_duration
 from bot.images import check_image, save_input
-from bot.requests import USAGE, AnimateOptions, UserError, build_params, new_seed
+from bot.requests import (
+    LIMIT_USAGE,
+    USAGE,
+    AnimateOptions,
+    UserError,
+    build_params,
+    new_seed,
+)
 from storage.config import Settings
 from storage.files import DataDir
 from storage.records import Job, JobParams, JobStatus
-from storage.store import IllegalTransition, JobStore, QueueRefused, format_duration
+from storage.store import IllegalTransition, JobStore, QueueRefused
 
 log = logging.getLogger("framepack_bot.bot")
 
@@ -68,8 +77,35 @@ def help_text(settings: Settings, platform: str) -> str:
 
 
 ADMIN_HELP = (
-    "Admin: /pause · /resume · /cancel <job> (any job) · /ban <user id> [reason] · /unban <user id>"
+    "Admin: /pause · /resume · /cancel <job> (any job) · /ban <user id> [reason] · "
+    "/unban <user id> · /limit <user id> <jobs waiting> <seconds a day> (or /limit <user id> "
+    "default)"
 )
+
+
+def refusal_message(refused: QueueRefused) -> str:
+    """Why the queue did not take a job, and what the user can do about it."""
+    if refused.reason == "banned":
+        why = f" ({refused.ban_reason})" if refused.ban_reason else ""
+        return f"You are not allowed to queue jobs here{why}."
+    if refused.reason == "queue_full":
+        return f"The queue is full ({refused.count} jobs waiting). Please try again later."
+    if refused.reason == "user_limit":
+        return (
+            f"You already have {refused.count} jobs waiting or rendering, the most allowed "
+            f"({refused.limit:g}). Wait for one to finish, or /cancel one."
+        )
+    if refused.reason == "cooldown":
+        return (
+            f"Please wait {format_duration(math.ceil(refused.wait_seconds))} before your next job."
+        )
+    if refused.reason == "daily_limit":
+        return (
+            f"You have {refused.left_seconds:g} of your {refused.limit:g} seconds of video left "
+            f"for the last 24 hours and this job asks for {refused.asked_seconds:g}. Ask for "
+            f"fewer seconds, or try again in {format_duration(refused.wait_seconds)}."
+        )
+    return "The queue cannot take this job now. Please try again later."
 
 
 class BotService:
@@ -150,7 +186,7 @@ class BotService:
             )
         except QueueRefused as refused:
             log.info("refused %s:%s: %s", who.platform, who.user_id, refused.reason)
-            raise UserError(refused.message) from None
+            raise UserError(refusal_message(refused)) from None
 
     def _store_pictures(self, image: bytes, end_image: bytes | None) -> tuple[Path, Path | None]:
         """Check both pictures, then write them to the data dir (a refusal writes nothing)."""
@@ -305,3 +341,34 @@ class BotService:
             raise UserError("Usage: /unban <user id>")
         await self.store.set_banned(who.platform, user_id.strip(), False)
         return f"User {user_id} may queue jobs again."
+
+    async def set_limits(
+        self, who: Requester, user_id: str, waiting: int | None, seconds_per_day: float | None
+    ) -> str:
+        """Give one user their own queue limits (None for both: the configured ones)."""
+        self._admin(who)
+        user_id = user_id.strip()
+        if not user_id:
+            raise UserError(LIMIT_USAGE)
+        if waiting is None and seconds_per_day is None:
+            await self.store.set_overrides(who.platform, user_id, {})
+            log.info("limits of %s:%s reset by %s", who.platform, user_id, who.user_id)
+            return f"User {user_id} has the bot's usual limits again."
+        if waiting is None or not 1 <= waiting <= 1000:
+            raise UserError(
+                "The jobs waiting must be a whole number from 1 to 1000. " + LIMIT_USAGE
+            )
+        if seconds_per_day is None or not 0 <= seconds_per_day <= 86_400:
+            raise UserError(
+                "The seconds a day must be a number from 0 (no limit) to 86400. " + LIMIT_USAGE
+            )
+        await self.store.set_overrides(
+            who.platform,
+            user_id,
+            {"max_waiting_per_user": waiting, "max_video_seconds_per_day": seconds_per_day},
+        )
+        log.info("limits of %s:%s set by %s", who.platform, user_id, who.user_id)
+        per_day = (
+            "no daily limit" if seconds_per_day == 0 else f"{seconds_per_day:g} s of video a day"
+        )
+        return f"User {user_id} may now have {waiting} jobs waiting and {per_day}."

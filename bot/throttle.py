@@ -1,16 +1,32 @@
 """Spacing calls to a platform so that its flood limits are never reached.
 
-A `RateLimiter` holds, per key (a chat, a channel), the times of the recent
-calls and makes the next caller wait until one more fits in each window.
-Waiting is one timed sleep, not polling.
+A `RateLimiter` holds, per key (a chat, a channel, the whole bot), the times of
+the recent calls and lets each caller go once one more call fits in every
+window. Callers of one key go in turn: urgent ones (a finished video) before
+the others (a progress edit), each kind in the order it came. Waiting is a
+timed sleep or a wake-up when the line moves, never polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+IDLE_KEYS = 1024  # keys kept after their last call; older idle ones are dropped
+
+
+@dataclass
+class _Line:
+    calls: deque[float] = field(default_factory=deque)
+    waiting: list[tuple[int, int]] = field(default_factory=list)  # heap of (rank, ticket)
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+    blocked_until: float = float("-inf")
 
 
 class RateLimiter:
@@ -20,32 +36,65 @@ class RateLimiter:
         """`limits`: (calls, seconds) windows that all must hold, e.g. [(1, 1.0), (20, 60.0)]."""
         self.limits = sorted(limits, key=lambda lim: lim[1])
         self.clock = clock
-        self._calls: dict[Hashable, deque[float]] = defaultdict(deque)
-        self._locks: dict[Hashable, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._blocked_until: dict[Hashable, float] = {}
+        self._lines: dict[Hashable, _Line] = {}
+        self._tickets = itertools.count()
+
+    def _line(self, key: Hashable) -> _Line:
+        line = self._lines.get(key)
+        if line is None:
+            if len(self._lines) >= IDLE_KEYS:
+                self._prune()
+            line = self._lines[key] = _Line()
+        return line
+
+    def _prune(self) -> None:
+        """Forget the keys nobody waits on whose calls are all out of every window."""
+        longest = self.limits[-1][1] if self.limits else 0.0
+        now = self.clock()
+        for key, line in list(self._lines.items()):
+            idle = not line.waiting and (not line.calls or now - line.calls[-1] >= longest)
+            if idle and line.blocked_until <= now:
+                del self._lines[key]
 
     def delay(self, key: Hashable) -> float:
         """Seconds until a call for `key` fits every window (0: now)."""
         now = self.clock()
-        calls = self._calls[key]
+        line = self._lines.get(key)
+        if line is None:
+            return 0.0
+        calls = line.calls
         longest = self.limits[-1][1] if self.limits else 0.0
         while calls and now - calls[0] >= longest:
             calls.popleft()
-        wait = max(0.0, self._blocked_until.get(key, now) - now)
+        wait = max(0.0, line.blocked_until - now)
         for count, seconds in self.limits:
             recent = [t for t in calls if now - t < seconds]
             if len(recent) >= count:
                 wait = max(wait, recent[-count] + seconds - now)
         return wait
 
-    async def acquire(self, key: Hashable) -> None:
-        """Wait until a call for `key` is allowed, and count it."""
-        async with self._locks[key]:
-            while (wait := self.delay(key)) > 0:
-                await asyncio.sleep(wait)
-            self._calls[key].append(self.clock())
+    async def acquire(self, key: Hashable, *, urgent: bool = False) -> None:
+        """Wait until a call for `key` is allowed and it is this caller's turn; count it."""
+        line = self._line(key)
+        ticket = (0 if urgent else 1, next(self._tickets))
+        heapq.heappush(line.waiting, ticket)
+        try:
+            while True:
+                first = line.waiting[0] == ticket
+                wait = self.delay(key) if first else None
+                if first and wait == 0:
+                    break
+                line.moved.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(line.moved.wait(), wait)
+            line.calls.append(self.clock())
+        finally:
+            line.waiting.remove(ticket)
+            heapq.heapify(line.waiting)
+            line.moved.set()  # the next in line looks again
 
     def penalize(self, key: Hashable, seconds: float) -> None:
         """The platform said "retry after `seconds`": no call for `key` before then."""
-        until = self.clock() + seconds
-        self._blocked_until[key] = max(self._blocked_until.get(key, until), until)
+        line = self._line(key)
+        line.blocked_until = max(line.blocked_until, self.clock() + seconds)
+        line.moved.set()

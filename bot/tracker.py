@@ -1,13 +1,21 @@
 """The bot process's view of the queue: reads the events the worker writes and
 keeps every job's chat message up to date, then delivers the outcome once.
 
-The worker is another process, so events arrive through the database: one
-timed wait between reads (woken early when this process itself changed a job),
-never a busy loop. Edits of one message are throttled to the platform's
-interval, and the latest view always wins: an edit skipped for the throttle is
-sent when the interval ends, and a final view (done, failed, cancelled) is
-never skipped. After a restart the tracker rebuilds each unfinished job's
-progress from its events and delivers what finished while it was down.
+The worker is another process, so events arrive through the database: one timed
+wait between reads (woken early when this process itself changed a job), never
+a busy loop.
+
+Each job's message has a sender of its own (`_Sender`), the one place where
+"the latest view wins": the tracker only tells it the view it wants now; the
+sender edits the message at most once per the platform's interval, skips the
+views that a newer one replaced while it waited, and never sends a view again
+that the message already shows. A final view (done, failed, cancelled) goes out
+at once, after which the sender stops; its delivery is retried until the
+platform takes it. The senders run side by side, so a slow chat (a group at its
+20-a-minute pace, a platform that is down) holds up no other job's message.
+
+After a restart the tracker rebuilds each unfinished job's progress from its
+events and delivers what finished while it was down.
 """
 
 from __future__ import annotations
@@ -17,9 +25,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
 
+from bot.adapters import JobNotifier
 from bot.progress import JobProgress, JobView, render
 from storage.records import Job, JobStatus, QueuePosition
 from storage.store import JobStore
@@ -29,32 +36,101 @@ log = logging.getLogger("framepack_bot.bot")
 POLL_INTERVAL = 0.5  # seconds between two reads of new events
 POSITIONS_INTERVAL = 5.0  # seconds between two refreshes of the queued jobs' positions
 # A burst of changes (a hundred users who send /animate at once) recomputes the
-# queue's order at most this often, not once per new job: each pass reads every
-# waiting job, and the bot's one database thread also serves the new requests.
+# queue's order at most this often, not once per new job.
 POSITIONS_MIN_INTERVAL = 1.0
 RETRY_DELIVERY = 15.0  # seconds before a failed delivery is tried again
 
 
-class JobNotifier(Protocol):
-    """What an adapter does for the tracker (one per platform)."""
+class _Sender:
+    """Brings one job's message to the latest view it is given, at the platform's pace."""
 
-    platform: str
-    edit_interval: float  # least seconds between two edits of one message
+    def __init__(
+        self,
+        tracker: JobTracker,
+        notifier: JobNotifier,
+        job_id: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.tracker = tracker
+        self.notifier = notifier
+        self.job_id = job_id
+        self.clock = clock
+        self.progress = JobProgress()
+        self._wanted: tuple[Job, JobView] | None = None
+        self._shown: tuple | None = None  # signature of the view the message shows
+        self._shown_at = float("-inf")
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.finished = False
 
-    async def show(self, job: Job, view: JobView) -> None:
-        """Bring the job's message to `view` (the adapter skips what it already shows)."""
+    def want(self, job: Job, view: JobView) -> None:
+        """Show `view` next (it replaces any view still waiting)."""
+        if self.finished:
+            return
+        self._wanted = (job, view)
+        self._changed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"job-{self.job_id}-message")
 
-    async def deliver(self, job: Job, view: JobView) -> None:
-        """Show the final view: the video, or why there is none. Raise to retry later."""
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._changed.wait()
+                self._changed.clear()
+                assert self._wanted is not None
+                job, view = self._wanted
+                if view.final:
+                    await self._deliver(job, view)
+                    return
+                if view.signature() == self._shown:
+                    continue
+                wait = self._shown_at + self.notifier.edit_interval - self.clock()
+                if wait > 0:
+                    # a newer view (a final one above all) may come meanwhile
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_for_final(), wait)
+                    self._changed.set()  # look at the latest view again
+                    continue
+                await self._show(job, view)
+        finally:
+            if self.finished:
+                self.tracker.forget(self.job_id)
 
-@dataclass
-class _Tracked:
-    progress: JobProgress = field(default_factory=JobProgress)
-    shown: tuple | None = None
-    shown_at: float = float("-inf")
-    pending: JobView | None = None
-    flush: asyncio.Task | None = None
+    async def _wait_for_final(self) -> None:
+        while self._wanted is None or not self._wanted[1].final:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _show(self, job: Job, view: JobView) -> None:
+        self._shown_at = self.clock()
+        try:
+            await self.notifier.show(job, view)
+        except Exception as exc:  # a failed edit is tried again with the next change
+            log.warning("job %d: could not update its message: %s", job.id, exc)
+            return
+        self._shown = view.signature()
+
+    async def _deliver(self, job: Job, view: JobView) -> None:
+        """The final view, until the platform takes it; then recorded as delivered."""
+        self.finished = True
+        while True:
+            try:
+                await self.notifier.deliver(job, view)
+                break
+            except Exception as exc:
+                log.warning(
+                    "job %d: delivery failed (%s); trying again in %.0f s",
+                    job.id,
+                    exc,
+                    RETRY_DELIVERY,
+                )
+            await asyncio.sleep(RETRY_DELIVERY)
+        if await self.tracker.store.mark_delivered(job.id):
+            log.info("job %d delivered (%s)", job.id, job.status.value)
 
 
 class JobTracker:
@@ -72,13 +148,13 @@ class JobTracker:
         self.tiny = tiny
         self.poll_interval = poll_interval
         self.clock = clock
-        self._jobs: dict[int, _Tracked] = {}
+        self._senders: dict[int, _Sender] = {}
         self._wake = asyncio.Event()
         self._last_event = 0
         self._positions_at = float("-inf")
         self._positions: dict[int, QueuePosition] = {}
         self._positions_due = False
-        self._retry_at: dict[int, float] = {}
+        self.recovered = asyncio.Event()  # set once the start-up pass has run
 
     def wake(self) -> None:
         """Something changed here (a job queued or cancelled, the queue paused): look now,
@@ -88,8 +164,9 @@ class JobTracker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._last_event = await self.store.last_event_id()
-        await self.recover()
         try:
+            await self.recover()
+            self.recovered.set()
             while not stop.is_set():
                 try:
                     await self.poll_once()
@@ -99,24 +176,30 @@ class JobTracker:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
                 self._wake.clear()
         finally:
-            for tracked in self._jobs.values():
-                if tracked.flush is not None:
-                    tracked.flush.cancel()
+            for sender in self._senders.values():
+                sender.cancel()
 
     async def recover(self) -> None:
-        """After a (re)start: bring every open job's message up to date."""
-        open_jobs = await self.store.running() + await self.store.waiting()
+        """After a (re)start: bring every open job's message up to date, and deliver what
+        finished while the bot was down (in the order the jobs finished)."""
+        open_jobs = [
+            job
+            for job in await self.store.running() + await self.store.waiting()
+            if job.platform in self.notifiers
+        ]
         for job in open_jobs:
-            if job.platform in self.notifiers:
-                tracked = self._jobs.setdefault(job.id, _Tracked())
-                for event in await self.store.events_since(0, job_id=job.id):
-                    tracked.progress.apply(event)
-        await self._refresh(
-            {job.id for job in open_jobs if job.platform in self.notifiers}, force_positions=True
-        )
+            await self._replay(self._sender(job))
+        await self._refresh({job.id for job in open_jobs}, force_positions=True)
         for job in await self.store.undelivered():
             if job.platform in self.notifiers:
-                await self._deliver(job)
+                sender = self._sender(job)
+                await self._replay(sender)
+                sender.want(job, render(job, sender.progress, tiny=self.tiny))
+
+    async def _replay(self, sender: _Sender) -> None:
+        if not sender.progress.last_event_id:
+            for event in await self.store.events_since(0, job_id=sender.job_id, limit=100_000):
+                sender.progress.apply(event)
 
     async def poll_once(self) -> None:
         changed: set[int] = set()
@@ -126,16 +209,21 @@ class JobTracker:
                 break
             for event in events:
                 self._last_event = event.id
-                self._jobs.setdefault(event.job_id, _Tracked()).progress.apply(event)
+                sender = self._senders.get(event.job_id)
+                if sender is not None:
+                    sender.progress.apply(event)
                 changed.add(event.job_id)
         await self._refresh(changed)
-        now = self.clock()
-        for job_id, at in list(self._retry_at.items()):
-            if now >= at:
-                del self._retry_at[job_id]
-                job = await self.store.find(job_id)
-                if job is not None and job.delivered_at is None:
-                    await self._deliver(job)
+
+    def _sender(self, job: Job) -> _Sender:
+        sender = self._senders.get(job.id)
+        if sender is None:
+            notifier = self.notifiers[job.platform]
+            sender = self._senders[job.id] = _Sender(self, notifier, job.id, self.clock)
+        return sender
+
+    def forget(self, job_id: int) -> None:
+        self._senders.pop(job_id, None)
 
     async def _refresh(self, changed: set[int], *, force_positions: bool = False) -> None:
         now = self.clock()
@@ -155,76 +243,21 @@ class JobTracker:
             return
         paused = await self.store.paused()
         jobs = await self.store.find_many(changed)  # one read, however many jobs wait
-        for job_id in sorted(changed):
-            job = jobs.get(job_id)
-            if job is None or job.platform not in self.notifiers:
-                self._jobs.pop(job_id, None)
+        # finished jobs first, in the order they finished: their videos go out first
+        order = sorted(
+            jobs.values(), key=lambda j: (not j.status.finished, j.finished_at or 0.0, j.id)
+        )
+        for job in order:
+            if job.platform not in self.notifiers:
                 continue
-            position = self._positions.get(job_id)
+            if job.status.finished and job.delivered_at is not None:
+                continue
+            position = self._positions.get(job.id)
             if job.status is JobStatus.QUEUED and position is None:
                 continue  # shown with its position at the next pass (a second at most)
-            tracked = self._jobs.setdefault(job_id, _Tracked())
-            view = render(job, tracked.progress, position, tiny=self.tiny, paused=paused)
-            if job.status.finished:
-                if job.delivered_at is None:
-                    await self._deliver(job, view)
-                self._forget(job_id)
-            else:
-                await self._show(job, view, tracked)
-
-    async def _show(self, job: Job, view: JobView, tracked: _Tracked) -> None:
-        if view.signature() == tracked.shown:
-            tracked.pending = None
-            return
-        interval = self.notifiers[job.platform].edit_interval
-        wait = tracked.shown_at + interval - self.clock()
-        if wait <= 0:
-            await self._send(job, view, tracked)
-            return
-        tracked.pending = view
-        if tracked.flush is None or tracked.flush.done():
-            tracked.flush = asyncio.create_task(self._flush_later(job, tracked, wait))
-
-    async def _flush_later(self, job: Job, tracked: _Tracked, wait: float) -> None:
-        await asyncio.sleep(wait)
-        if tracked.pending is None or self._jobs.get(job.id) is not tracked:
-            return
-        fresh = await self.store.find(job.id)
-        # Taken after the read: a newer view may have been sent meanwhile, and this one
-        # must not go out after it (the progress bar would step back).
-        view, tracked.pending = tracked.pending, None
-        if view is None or fresh is None or fresh.status.finished:
-            return  # the final view goes through delivery
-        await self._send(fresh, view, tracked)
-
-    async def _send(self, job: Job, view: JobView, tracked: _Tracked) -> None:
-        tracked.shown_at = self.clock()
-        try:
-            await self.notifiers[job.platform].show(job, view)
-        except Exception as exc:  # a failed edit is retried by the next change
-            log.warning("job %d: could not update its message: %s", job.id, exc)
-            return
-        tracked.shown = view.signature()
-
-    async def _deliver(self, job: Job, view: JobView | None = None) -> None:
-        if view is None:
-            tracked = self._jobs.setdefault(job.id, _Tracked())
-            if not tracked.progress.last_event_id:
-                for event in await self.store.events_since(0, job_id=job.id):
-                    tracked.progress.apply(event)
-            view = render(job, tracked.progress, tiny=self.tiny)
-        try:
-            await self.notifiers[job.platform].deliver(job, view)
-        except Exception as exc:
-            log.warning(
-                "job %d: delivery failed (%s); trying again in %.0f s", job.id, exc, RETRY_DELIVERY
-            )
-            self._retry_at[job.id] = self.clock() + RETRY_DELIVERY
-            return
-        if await self.store.mark_delivered(job.id):
-            log.info("job %d delivered (%s)", job.id, job.status.value)
-
-    def _forget(self, job_id: int) -> None:
-        tracked = self._jobs.pop(job_id, None)
-        if tracked is not None and tracked.flush is not None:
-            tracked.flush.cancel()
+            new = job.id not in self._senders
+            sender = self._sender(job)
+            if new:
+                await self._replay(sender)
+            view = render(job, sender.progress, position, tiny=self.tiny, paused=paused)
+            sender.want(job, view)

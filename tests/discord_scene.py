@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from bot.app import run_bots
-from bot.discord_adapter import DiscordAdapter
+from bot.discord.adapter import DiscordAdapter
 from framepack.engine.previews import save_png
 from framepack.video.encode import encode_mp4
 from framepack.worker.delivery import deliver

@@ -1,12 +1,11 @@
 """The bot process alone, Telegram only and without a worker: what the tests that
 kill the bot and the Telegram benchmark run as a subprocess.
 
-    python -m tests.telegram_bot_process --config X [--upload-limit BYTES] [--http httpx]
+    python -m tests.telegram_bot_process --config X [--upload-limit BYTES]
 
 `--upload-limit` stands in for Telegram's 50 MB (a tiny test video is a few tens of
 kB); everything else comes from the config, as in `framepack-bot run`. Stops on
-SIGTERM or SIGINT. `--http httpx` runs PTB's own client instead of ours (for the
-benchmark's comparison).
+SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from bot import telegram_adapter
 from bot.app import run_bots
 from bot.service import BotService
-from bot.telegram_adapter import TelegramAdapter
+from bot.telegram.adapter import TelegramAdapter
 from framepack_bot.commands import configure_logging
 from storage.config import load_settings
 
@@ -43,9 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--upload-limit", type=int, default=None)
-    parser.add_argument("--http", choices=["ours", "httpx"], default="ours")
     args = parser.parse_args()
-    telegram_adapter.HTTP_CLIENT = args.http
     asyncio.run(serve(args.config, args.upload_limit))
     return 0
 

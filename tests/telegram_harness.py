@@ -20,7 +20,7 @@ from PIL import Image
 
 from bot.app import run_bots
 from bot.service import BotService
-from bot.telegram_adapter import TelegramAdapter
+from bot.telegram.adapter import TelegramAdapter
 from storage.config import Secret, Settings, parse_settings
 from storage.files import DataDir, write_atomic
 from storage.records import EventKind, Job

@@ -24,7 +24,7 @@ async def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 async def test_commands_appear_in_the_allowed_guild_only(scene: Scene) -> None:
     fake = scene.discord
     assert set(fake.commands(scene.guild)) == {
-        "animate", "queue", "status", "help", "cancel", "pause", "resume", "ban", "unban",
+        "animate", "queue", "status", "help", "cancel", "pause", "resume", "ban", "unban", "limit",
     }  # fmt: skip
     assert fake.commands() == {}, "nothing global: guild commands appear at once"
     animate = fake.commands(scene.guild)["animate"]
@@ -178,7 +178,7 @@ async def test_buttons_work_after_a_restart_and_refuse_other_users(scene: Scene)
     cancelled = await fake.press(scene.alice, second, "fpb:cancel:2")
     assert [m.content for m in cancelled.replies] == ["Job #2 is cancelled."]
     await scene.wait_for(lambda: second.embed["title"] == "✖ Cancelled", "the cancelled job")
-    assert second.custom_ids == ["fpb:reroll:2"]
+    assert second.custom_ids == ["fpb:reroll:2", "fpb:delete:2"]  # a cancelled job can go too
 
     deleted = await fake.press(scene.mod, first, "fpb:delete:1")  # an admin may
     assert deleted.deferred and deleted.replies == []

@@ -13,7 +13,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.app import AdapterStartFailed
+from bot.adapters import AdapterStartFailed
 from storage.config import Secret
 from storage.records import JobStatus
 from tests.discord_scene import Scene, discord_scene, embed_text

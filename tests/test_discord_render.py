@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bot.discord_render import DESCRIPTION_LIMIT, discord_message
+from bot.discord.render import DESCRIPTION_LIMIT, discord_message
 from bot.progress import render
 from storage.records import Job, JobParams, JobStatus
 

@@ -30,8 +30,29 @@ def test_tiny_preset_with_a_token_can_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout
     assert "The bot can run." in result.stdout
-    assert "ffmpeg" in result.stdout and "database schema" in result.stdout
+    assert "ffmpeg" in result.stdout and "(created at the first start)" in result.stdout
     assert "secret-token-value" not in result.stdout + result.stderr
+
+
+def test_an_existing_database_is_read_not_written(tmp_path: Path) -> None:
+    import sqlite3
+
+    from storage.db import SCHEMA_VERSION, open_database
+
+    data = tmp_path / "data"
+    open_database(data / "framepack-bot.sqlite3").close()
+    config = '[model]\npreset = "tiny"\n[telegram]\nenabled = true\ntoken_file = "token"\n'
+    (tmp_path / "token").write_text("123:from-a-file")
+    result = doctor(tmp_path, config)
+    assert f"database schema {SCHEMA_VERSION}/{SCHEMA_VERSION}, 0 jobs waiting" in result.stdout
+    assert "telegram: token set (from token)" in result.stdout  # not "from TELEGRAM_BOT_TOKEN"
+    newer = data / "framepack-bot.sqlite3"
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    result = doctor(tmp_path, config)
+    assert result.returncode == 1 and "upgrade framepack-bot" in result.stdout
 
 
 def test_missing_gpu_token_and_models_are_explained(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from bot.progress import render
-from bot.telegram_messages import PLATFORM, upload_limit
-from bot.telegram_render import Shown, parse_callback, utf16_len
+from bot.telegram.messages import PLATFORM, upload_limit
+from bot.telegram.render import Shown, parse_callback, utf16_len
 from storage.config import Settings, TelegramSettings
 from storage.records import JobStatus
 from storage.store import JobStore
@@ -199,7 +199,7 @@ async def test_cancel_reroll_and_delete_buttons_for_the_owner_only(
             data=again.button("Cancel").callback_data,
         )  # fmt: skip
         await fake.wait_for(lambda: again.text.startswith("✖ Cancelled"))
-        assert [b.text for b in again.buttons] == ["🎲 Re-roll"]
+        assert [b.text for b in again.buttons] == ["🎲 Re-roll", "🗑 Delete"]
 
         fake.user_presses_button(user_id=USER, data=message.button("Delete").callback_data, **press)
         await fake.wait_for(lambda: message.deleted)
@@ -383,7 +383,7 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
     (done,) = await all_jobs(settings)
     sent_file = Path(done.delivery_path or done.result_path)
     assert message.file is not None and message.file.data == sent_file.read_bytes()
-    assert adapter.messages.retry_afters == 3 and fake.too_many_requests == 3
+    assert adapter.pacer.retry_afters == 3 and fake.too_many_requests == 3
     media_edits = fake.calls_to("editMessageMedia")
     assert [c.status for c in media_edits[:3]] == [429, 429, 200]
     assert media_edits[2].at - media_edits[0].at >= 2.0
@@ -405,7 +405,7 @@ async def test_a_429_in_a_private_chat_holds_every_chat_for_its_retry_after(
     refused, *sent = fake.calls_to("sendPhoto")
     assert refused.status == 429 and [c.ok for c in sent] == [True, True]
     assert all(c.at - refused.at >= 2.0 for c in sent)  # the other user's reply waited too
-    assert adapter.messages.retry_afters == 1
+    assert adapter.pacer.retry_afters == 1
 
 
 async def test_many_jobs_in_one_group_keep_to_the_flood_limits(
@@ -519,7 +519,7 @@ async def test_a_lower_upload_limit_than_configured_is_learnt_from_telegram(
         await worker.start(job, 1, 1)
         done = await worker.finish(job, size=2 * MiB, delivery_size=2 * MiB)
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
-    assert message.kind == "photo" and "Telegram refused the video (2 MB)" in message.text
+    assert message.kind == "photo" and "Telegram refused the video (2.1 MB)" in message.text
     assert Path(done.result_path).exists()
 
 
@@ -586,7 +586,7 @@ async def test_a_job_message_deleted_by_the_user_gets_its_video_in_a_new_reply(
 
 async def test_a_caption_fits_even_when_emoji_count_twice() -> None:
     from bot.progress import JobView, Media
-    from bot.telegram_render import caption
+    from bot.telegram.render import caption
 
     view = JobView(
         job_id=3,

@@ -211,7 +211,7 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
     cancelled = await job_of(config, 3)
     assert cancelled.status is JobStatus.CANCELLED and cancelled.started_at is not None
     assert any(h.startswith("🎞 Rendering") for h in heads(long))
-    assert [b.text for b in long.buttons] == ["🎲 Re-roll"]
+    assert [b.text for b in long.buttons] == ["🎲 Re-roll", "🗑 Delete"]
 
     # Bad input: each explained, no job for it.
     answers = sorted(replies(fake, OTHER))  # handled concurrently: in either order

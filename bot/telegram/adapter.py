@@ -4,21 +4,18 @@ on the bot process's loop, translating updates into `BotService` calls.
 Commands come as text (`/queue`, `/animate@bot` in groups) or as the caption of
 a picture (`/animate <prompt>` on a photo or an image file); buttons carry
 `fpb:<action>:<job>`, so they keep working after a restart. Each job's message
-is kept by `JobMessages` (bot/telegram_messages.py), which this adapter hands
-the tracker's `show` and `deliver` to.
+is kept by `JobMessages` (bot/telegram/messages.py), which does the tracker's
+`show` and `deliver` for this adapter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from urllib.parse import quote
 
-from telegram import BotCommand, Message, Update
-from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
+from telegram import BotCommand, Update
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -30,28 +27,29 @@ from telegram.ext import (
     filters,
 )
 
-from bot.app import AdapterStartFailed, token_source
+from bot.adapters import AdapterStartFailed, PostingGuard, token_source
 from bot.progress import JobView
-from bot.requests import UserError, build_params, parse_animate_text, split_command
+from bot.requests import (
+    UserError,
+    build_params,
+    parse_animate_text,
+    parse_job_id,
+    parse_limit_args,
+    split_command,
+)
 from bot.service import ADMIN_HELP, BotService, Requester, help_text
-from bot.telegram_http import BotApiRequest
-from bot.telegram_messages import PLATFORM, JobMessages, reply_to, upload_limit
-from bot.telegram_render import fit_text, megabytes, parse_callback
+from bot.telegram.messages import PLATFORM, JobMessages, reply_to, upload_limit
+from bot.telegram.network import TELEGRAM_API, bot_api_requests
+from bot.telegram.pacing import Pacer
+from bot.telegram.pictures import DOWNLOAD_LIMIT, download, find_picture
+from bot.telegram.render import fit_text, parse_callback
 from storage.records import Job
 
 log = logging.getLogger("framepack_bot.telegram")
 
-MiB = 1 << 20
-DOWNLOAD_LIMIT = 20 * MiB  # getFile refuses larger files (a local Bot API server does not)
-MEDIA_WRITE_TIMEOUT = 600.0  # seconds to upload one video (up to 2000 MB to a local server)
 # Updates handled at once: enough that one slow download holds up nobody else, few
-# enough that a burst does not open a connection per update; 100 users at once are
-# served faster with 16 than with PTB's 256.
+# enough that a burst does not open a connection per update.
 CONCURRENT_UPDATES = 16
-CONNECTIONS = 32
-# The Bot API client: ours (bot/telegram_http.py, 16x less CPU per call than
-# httpx). "httpx" is PTB's own, kept so the benchmark can compare the two.
-HTTP_CLIENT = "ours"
 COMMANDS = [
     BotCommand("animate", "animate a picture: send it with /animate <prompt> as its caption"),
     BotCommand("queue", "what is waiting"),
@@ -61,10 +59,6 @@ COMMANDS = [
 ]
 ANIMATE_CAPTION = r"^/animate(@\w+)?(\s|$)"
 PICTURES = filters.PHOTO | filters.Document.ALL | filters.ANIMATION | filters.VIDEO
-NO_PICTURE = (
-    "I need a picture: send it with the caption /animate <prompt>, or reply "
-    "/animate <prompt> to a message that has one."
-)
 
 
 def create_telegram_adapter(service: BotService, on_change: Callable[[], None]) -> TelegramAdapter:
@@ -93,35 +87,35 @@ class TelegramAdapter:
         self.upload_limit = upload_limit_bytes or upload_limit(self.telegram)
         self.admins = frozenset(self.telegram.admins)
         self.allowed_chats = frozenset(self.telegram.allowed_chats)
+        self.pacer = Pacer()
+        self.guard = PostingGuard()
         self.app = self._build_application()
         self.messages = JobMessages(
-            self.app.bot, self.store, tiny=service.tiny, limit=self.upload_limit
+            self.app.bot,
+            self.store,
+            self.pacer,
+            self.guard,
+            tiny=service.tiny,
+            limit=self.upload_limit,
         )
 
     async def show(self, job: Job, view: JobView) -> None:
-        """Bring the job's message to `view` (in the background: the latest view wins)."""
-        self.messages.show(job, view)
+        """Bring the job's message to `view`."""
+        await self.messages.show(job, view)
 
     async def deliver(self, job: Job, view: JobView) -> None:
         """Put the final view in the job's message; raises so the tracker retries."""
         await self.messages.deliver(job, view)
 
     def _build_application(self) -> Application:
+        calls, polling = bot_api_requests(self.telegram.base_url)
         builder = (
             Application.builder()
             .token(self.telegram.token.reveal())
             .concurrent_updates(CONCURRENT_UPDATES)
+            .request(calls)
+            .get_updates_request(polling)
         )
-        if HTTP_CLIENT == "ours":
-            builder = builder.request(
-                BotApiRequest(
-                    connection_pool_size=CONNECTIONS, media_write_timeout=MEDIA_WRITE_TIMEOUT
-                )
-            ).get_updates_request(BotApiRequest(connection_pool_size=1))
-        else:
-            builder = builder.connection_pool_size(CONNECTIONS).media_write_timeout(
-                MEDIA_WRITE_TIMEOUT
-            )
         if self.telegram.base_url:
             builder = builder.base_url(self.telegram.base_url)
         if self.telegram.base_file_url:
@@ -140,7 +134,8 @@ class TelegramAdapter:
         app.add_handler(CommandHandler("resume", self.on_resume))
         app.add_handler(CommandHandler("ban", self.on_ban))
         app.add_handler(CommandHandler("unban", self.on_unban))
-        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^fpb:"))
+        app.add_handler(CommandHandler("limit", self.on_limit))
+        app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(MessageHandler(filters.COMMAND, self.on_unknown_command))
         app.add_handler(MessageHandler(filters.ChatType.PRIVATE & PICTURES, self.on_bare_picture))
         app.add_error_handler(self.on_error)
@@ -158,7 +153,7 @@ class TelegramAdapter:
                 "Copy it again from @BotFather (/mybots, API Token)."
             ) from None
         except NetworkError as exc:  # TimedOut too
-            api = self.telegram.base_url or "https://api.telegram.org"
+            api = self.telegram.base_url or TELEGRAM_API
             raise AdapterStartFailed(
                 f"telegram: cannot reach the Bot API at {api}: {exc}. Check the network, "
                 "HTTPS_PROXY, or [telegram] base_url."
@@ -173,8 +168,7 @@ class TelegramAdapter:
         log.info("telegram: polling as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
-        """Stop polling and disconnect; pending progress edits are dropped."""
-        self.messages.close()
+        """Stop polling and disconnect."""
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
@@ -206,15 +200,20 @@ class TelegramAdapter:
             return  # a caption addressed to another bot
         options = parse_animate_text(parsed[2])
         build_params(options, self.settings.generation)  # refuse bad options before downloading
-        picture, photo_id = await self._download_picture(message)
-        with self.messages.posting() as token:
+        picture = find_picture(message)
+        limit = self.settings.generation.max_image_bytes
+        if not self.telegram.base_url:
+            limit = min(limit, DOWNLOAD_LIMIT)
+        data = await download(self.app.bot, picture, limit)
+        async with self.guard.posting() as token:
             job = await self.service.animate(
                 self._who(update),
-                picture,
+                data,
                 options,
                 upload_limit=self.upload_limit,
                 origin={"reply_to": message.message_id, "token": token},
             )
+            photo_id = picture.file_id if picture.is_photo else None
             await self.messages.post_new(job, message.message_id, photo_id)
         self.on_change()
 
@@ -230,10 +229,9 @@ class TelegramAdapter:
         """/cancel [job]: stop the requester's latest job, or the one named."""
         job_id = None
         if context.args:
-            text = context.args[0].lstrip("#")
-            if not text.isdigit():
+            job_id = parse_job_id(context.args[0])
+            if job_id is None:
                 raise UserError("Usage: /cancel [job number], e.g. /cancel 12")
-            job_id = int(text)
         answer = await self.service.cancel(self._who(update), job_id)
         self.on_change()
         await self._reply(update, answer)
@@ -250,14 +248,24 @@ class TelegramAdapter:
 
     async def on_ban(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/ban <user id> [reason] (admins), or /ban [reason] as a reply to the user."""
-        user_id, reason = self._target_user(update, context.args or [])
-        await self._reply(update, await self.service.ban(self._who(update), user_id, reason))
+        user_id, rest = self._target_user(update, context.args or [])
+        await self._reply(
+            update, await self.service.ban(self._who(update), user_id, " ".join(rest))
+        )
         self.on_change()
 
     async def on_unban(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/unban <user id> (admins), or /unban as a reply to the user."""
         user_id, _ = self._target_user(update, context.args or [])
         await self._reply(update, await self.service.unban(self._who(update), user_id))
+
+    async def on_limit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/limit <user id> <jobs waiting> <seconds a day> | default (admins)."""
+        user_id, rest = self._target_user(update, context.args or [])
+        waiting, seconds = parse_limit_args(rest)
+        await self._reply(
+            update, await self.service.set_limits(self._who(update), user_id, waiting, seconds)
+        )
 
     async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A command the bot does not know: say so in private, or when addressed to it."""
@@ -281,12 +289,13 @@ class TelegramAdapter:
         )
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A press on a job's button: cancel, re-roll or delete, for its owner or an admin."""
+        """A press on a job's button: cancel, re-roll or delete, for its owner or an admin.
+        Every press is answered (else the button spins until Telegram gives up)."""
         query = update.callback_query
         assert query is not None
         parsed = parse_callback(query.data or "")
         if parsed is None:
-            await query.answer()
+            await query.answer("This button does not work any more.")
             return
         action, job_id = parsed
         who = self._who(update)
@@ -307,7 +316,7 @@ class TelegramAdapter:
         query = update.callback_query
         assert query is not None and query.message is not None
         reply_id = query.message.message_id
-        with self.messages.posting() as token:
+        async with self.guard.posting() as token:
             job = await self.service.reroll(
                 self._who(update),
                 old.id,
@@ -347,82 +356,24 @@ class TelegramAdapter:
         return addressee is None or addressee.lower() == (self.app.bot.username or "").lower()
 
     @staticmethod
-    def _target_user(update: Update, args: list[str]) -> tuple[str, str]:
-        """The user an admin command names: its first argument, or the replied-to sender."""
+    def _target_user(update: Update, args: list[str]) -> tuple[str, list[str]]:
+        """The user an admin command names (its first argument, or the replied-to
+        sender) and the arguments after it."""
         message = update.effective_message
         replied = message.reply_to_message if message else None
-        if args and args[0].lstrip("-").isdigit():
-            return args[0], " ".join(args[1:])
+        if args and args[0].lstrip("-").isascii() and args[0].lstrip("-").isdigit():
+            return args[0], args[1:]
         if replied is not None and replied.from_user is not None:
-            return str(replied.from_user.id), " ".join(args)
-        return "", ""
+            return str(replied.from_user.id), args
+        return "", args
 
     async def _reply(self, update: Update, text: str) -> None:
         message = update.effective_message
         if message is None:
             return
-        await self.messages.call(
+        await self.pacer.call(
             message.chat_id,
-            lambda: self.messages.api(
-                "sendmessage",
-                chat_id=message.chat_id,
-                text=fit_text(text),
-                reply_parameters=reply_to(message.message_id),
+            lambda: self.app.bot.send_message(
+                message.chat_id, fit_text(text), reply_parameters=reply_to(message.message_id)
             ),
         )
-
-    async def _download_picture(self, message: Message) -> tuple[bytes, str | None]:
-        """The picture of the message, or of the one it replies to, and its file_id when it
-        is a photo; refused before download when Telegram would not hand it out."""
-        found = self._picture_file(message)
-        if found is None and message.reply_to_message is not None:
-            found = self._picture_file(message.reply_to_message)
-        if found is None:
-            raise UserError(NO_PICTURE)
-        file_id, size, is_photo = found
-        limit = self.settings.generation.max_image_bytes
-        if not self.telegram.base_url:
-            limit = min(limit, DOWNLOAD_LIMIT)
-        too_big = UserError(
-            f"The picture is {megabytes(size or limit + 1)}; I can take at most "
-            f"{megabytes(limit)}. Send it as a photo (Telegram makes it smaller) or send a "
-            "smaller file."
-        )
-        if size is not None and size > limit:
-            raise too_big
-        try:
-            # raw: PTB's File costs as much CPU as the call (see JobMessages.api)
-            file = await self.messages.api("getfile", file_id=file_id)
-        except BadRequest as error:
-            if "too big" in error.message.lower():
-                raise too_big from None
-            raise
-        return await self._fetch(file["file_path"], limit, too_big), (file_id if is_photo else None)
-
-    async def _fetch(self, file_path: str, limit: int, too_big: UserError) -> bytes:
-        """The bytes of a file getFile named: from the Bot API's file URL, or from disk
-        when a local Bot API server (--local) answers with a path on this machine."""
-        if Path(file_path).is_absolute():
-            local = Path(file_path)
-            if local.stat().st_size > limit:
-                raise too_big
-            return await asyncio.to_thread(local.read_bytes)
-        bot = self.app.bot
-        return await bot.request.retrieve(f"{bot.base_file_url}/{quote(file_path)}")
-
-    @staticmethod
-    def _picture_file(message: Message) -> tuple[str, int | None, bool] | None:
-        """(file_id, size, is a photo) of the picture a message holds; refuses what is no
-        still picture."""
-        if message.photo:
-            largest = message.photo[-1]
-            return largest.file_id, largest.file_size, True
-        if message.animation is not None:
-            raise UserError("That picture is animated. Send a still picture (PNG, JPEG or WebP).")
-        if message.video is not None or message.video_note is not None:
-            raise UserError("That is a video. Send a still picture (PNG, JPEG or WebP).")
-        if message.sticker is not None:
-            raise UserError("Stickers cannot be animated. Send a picture (PNG, JPEG or WebP).")
-        if message.document is not None:
-            return message.document.file_id, message.document.file_size, False
-        return None

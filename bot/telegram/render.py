@@ -2,20 +2,17 @@
 and the record of what a message shows (kept in the chat message's state so an
 unchanged edit is never sent, even after a restart).
 
-Pure functions and Pillow only; the adapter does the talking.
+Pure functions; the adapter does the talking.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from bot.progress import JobView, Media
+from bot.requests import parse_job_id
 
 CAPTION_LIMIT = 1024  # characters of a media caption, counted as Telegram does (UTF-16)
 TEXT_LIMIT = 4096
@@ -60,9 +57,10 @@ def parse_callback(data: str) -> tuple[str, int] | None:
     """`fpb:cancel:12` → ("cancel", 12); None for anything else."""
     prefix, _, rest = data.partition(":")
     action, _, job = rest.partition(":")
-    if prefix != CALLBACK_PREFIX or action not in ACTIONS or not job.isdigit():
+    if prefix != CALLBACK_PREFIX or action not in ACTIONS:
         return None
-    return action, int(job)
+    job_id = parse_job_id(job)
+    return None if job_id is None else (action, job_id)
 
 
 def buttons(view: JobView) -> list[list[str]]:
@@ -120,20 +118,3 @@ class Shown:
             "final": self.final,
             "gone": self.gone,
         }
-
-
-def photo_bytes(path: str | Path) -> bytes:
-    """A picture Telegram takes as a photo: as is when small, else a 1280 px JPEG."""
-    data = Path(path).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        small = max(image.size) <= PHOTO_MAX_SIDE and len(data) <= PHOTO_MAX_BYTES
-        if small and image.format in ("PNG", "JPEG"):
-            return data
-        image.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, "JPEG", quality=90)
-        return out.getvalue()
-
-
-def megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.0f} MB" if size >= 1_000_000 else f"{size / 1000:.0f} kB"

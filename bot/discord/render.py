@@ -16,6 +16,7 @@ from typing import Any
 
 import discord
 
+from bot.formatting import format_bytes
 from bot.progress import Action, JobView
 from storage.records import Job, JobStatus
 
@@ -24,7 +25,8 @@ TITLE_LIMIT = 256
 DESCRIPTION_LIMIT = 4096
 PROMPT_PREFIX = "🎬 "
 CUSTOM_ID = "fpb:{action}:{job}"
-CUSTOM_ID_TEMPLATE = r"fpb:(?P<action>cancel|reroll|delete):(?P<job>[0-9]+)"
+# Any job text matches, so a forged one (a 30-digit number) is answered, not ignored.
+CUSTOM_ID_TEMPLATE = r"fpb:(?P<action>cancel|reroll|delete):(?P<job>[^:]+)"
 
 COLOURS = {
     JobStatus.QUEUED: 0x95A5A6,
@@ -84,10 +86,6 @@ def upload_limit_of(job: Job) -> int:
     return job.upload_limit or MIN_UPLOAD_LIMIT
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
-
-
 def _file_name(job: Job, kind: str, path: Path, *, is_input: bool) -> str:
     if kind == "video":
         partial = "" if job.status.finished else "-partial"
@@ -142,8 +140,8 @@ def discord_message(job: Job, view: JobView, *, thumbnail: Path | None = None) -
                 what = "video" if view.final else "partial video"
                 details = (
                     *details,
-                    f"The {what} is {_megabytes(stat.st_size)}, more than this server takes "
-                    f"({_megabytes(limit)}), so it cannot be attached.",
+                    f"The {what} is {format_bytes(stat.st_size)}, more than this server takes "
+                    f"({format_bytes(limit)}), so it cannot be attached.",
                 )
     embed = discord.Embed(
         title=view.headline[:TITLE_LIMIT],

@@ -1,0 +1,1 @@
+"""The bot on Telegram: python-telegram-bot handlers over the platform-neutral service."""
