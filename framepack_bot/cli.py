@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "animate":
+        from framepack_bot.commands import NO_WORKER_PACKAGES, has_worker_packages
+
+        if not has_worker_packages():
+            print(f"framepack-bot animate: {NO_WORKER_PACKAGES}", file=sys.stderr)
+            return 2
         from framepack_bot.animate import main as animate_main
 
         return animate_main(args)

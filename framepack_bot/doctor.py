@@ -10,12 +10,16 @@ import argparse
 import importlib.util
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.adapters import token_source
 from storage.config import ConfigError, Settings, load_settings
+from storage.db import SCHEMA_VERSION, SchemaTooNew, schema_version
+from storage.files import DataDir
 
 MIN_VRAM_GB = 6.0
 WEIGHTS_GB = 40.0
@@ -119,27 +123,7 @@ def check_storage(settings: Settings) -> list[Finding]:
             )
         ]
     findings = [Finding("ok", f"data dir {root}")]
-    from storage.db import SCHEMA_VERSION, SchemaTooNew, open_sync
-    from storage.files import DataDir
-
-    try:
-        conn = open_sync(DataDir(root).database)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        waiting = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
-        conn.close()
-        findings.append(
-            Finding("ok", f"database schema {version}/{SCHEMA_VERSION}, {waiting} jobs waiting")
-        )
-    except SchemaTooNew as exc:
-        findings.append(Finding("fail", str(exc), "upgrade framepack-bot"))
-    except Exception as exc:
-        findings.append(
-            Finding(
-                "fail",
-                f"database cannot be opened ({exc})",
-                "move the damaged file away; the bot creates a new one",
-            )
-        )
+    findings.append(check_database(DataDir(root).database))
     free_gb = shutil.disk_usage(root).free / 1e9
     if settings.model.preset != "tiny" and free_gb < WEIGHTS_GB + 10:
         findings.append(
@@ -150,6 +134,32 @@ def check_storage(settings: Settings) -> list[Finding]:
             )
         )
     return findings
+
+
+def check_database(path: Path) -> Finding:
+    """The database as it is: read only (the bot and the worker migrate it at start)."""
+    if not path.exists():
+        return Finding("ok", f"database {path} (created at the first start)")
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            version = schema_version(conn)
+            waiting = (
+                conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+                if version
+                else 0
+            )
+        finally:
+            conn.close()
+    except SchemaTooNew as exc:
+        return Finding("fail", str(exc), "upgrade framepack-bot")
+    except sqlite3.Error as exc:
+        return Finding(
+            "fail",
+            f"database cannot be opened ({exc})",
+            "move the damaged file away; the bot creates a new one",
+        )
+    return Finding("ok", f"database schema {version}/{SCHEMA_VERSION}, {waiting} jobs waiting")
 
 
 def check_models(settings: Settings) -> list[Finding]:
@@ -198,7 +208,7 @@ def check_tokens(settings: Settings) -> list[Finding]:
         if not section.enabled:
             continue
         if section.token:
-            findings.append(Finding("ok", f"{name}: token set (from {section.token_env})"))
+            findings.append(Finding("ok", f"{name}: token set ({token_source(section)})"))
         else:
             findings.append(
                 Finding(

@@ -6,13 +6,17 @@ down. A worker that dies is started again after 1, 2, 4 … seconds, up to
 `[worker] restart_backoff_max`; one that stayed up a while starts the count
 over. SIGINT or SIGTERM stops both: the bots disconnect, the worker gets
 SIGTERM, puts its job back in the queue at the next step boundary and exits.
+On a host without the worker's packages `run` serves the bots alone, and the
+worker runs elsewhere (`framepack-bot worker`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -45,23 +49,39 @@ def worker_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "framepack_bot.cli", "worker", "--config", str(config)]
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """For the child: get SIGTERM when the supervisor dies, even by SIGKILL (Linux only).
+PARENT_ENV = "FRAMEPACK_BOT_SUPERVISOR_PID"  # tells the worker who supervises it
 
-    Without it a killed `run` would leave its worker holding the GPU, and the
-    next `run` would start a second one beside it. prctl is looked up here, in
-    the parent: after fork the child should only make the call.
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The worker's environment: ours without the secrets it never needs (the chat
+    tokens), so no other process can read them from its /proc/PID/environ; plus the
+    supervisor's pid (see `die_with_supervisor`)."""
+    secrets = {settings.telegram.token_env, settings.discord.token_env}
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
+    env[PARENT_ENV] = str(os.getpid())
+    return env
+
+
+def die_with_supervisor() -> None:
+    """In a worker that `run` started: get SIGTERM when `run` dies, even by SIGKILL
+    (Linux), so a killed `run` leaves no worker holding the GPU beside the next one.
+
+    Done by the worker itself after it started (a `preexec_fn` would do it between
+    fork and exec, which Python documents as unsafe in a process with threads, as
+    the bot process is). Had `run` died before this, the worker exits at once.
     """
-    if sys.platform != "linux":
-        return None
-    import ctypes
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        return
+    if sys.platform == "linux":
+        import ctypes
 
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        log.error("the framepack-bot run that started this worker is gone; exiting")
+        sys.exit(0)
 
 
 class WorkerSupervisor:
@@ -72,10 +92,12 @@ class WorkerSupervisor:
         command: Sequence[str],
         backoff: Backoff,
         *,
+        env: dict[str, str] | None = None,
         stop_grace: float = STOP_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.command = list(command)
+        self.env = env
         self.backoff = backoff
         self.stop_grace = stop_grace
         self.clock = clock
@@ -87,9 +109,7 @@ class WorkerSupervisor:
         while not stop.is_set():
             started = self.clock()
             self.process = await asyncio.create_subprocess_exec(
-                *self.command,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_parent_death_signal(),
+                *self.command, stdin=subprocess.DEVNULL, env=self.env
             )
             self.starts += 1
             log.info("worker started (pid %d)", self.process.pid)
@@ -131,6 +151,13 @@ class WorkerSupervisor:
 RunBots = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
 
+def worker_runs_here(settings: Settings) -> bool:
+    """Whether `run` starts a worker beside the bots ([worker] run_here)."""
+    if settings.worker.run_here != "auto":
+        return settings.worker.run_here == "yes"
+    return importlib.util.find_spec("torch") is not None
+
+
 async def serve(
     settings: Settings,
     run_bots: RunBots,
@@ -139,29 +166,39 @@ async def serve(
     backoff: Backoff | None = None,
 ) -> int:
     """Run the bots and a supervised worker until SIGINT or SIGTERM; 0 on a clean stop."""
-    if command is None:
-        if settings.source is None:
-            raise ValueError("the worker needs the config file: settings.source is not set")
-        command = worker_command(Path(settings.source).resolve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    supervisor = WorkerSupervisor(
-        command, backoff or Backoff(maximum=settings.worker.restart_backoff_max)
-    )
-    worker = asyncio.create_task(supervisor.run(stop), name="worker-supervisor")
-    bots = asyncio.create_task(run_bots(settings, stop), name="bots")
+    tasks = {"the chat bots": asyncio.create_task(run_bots(settings, stop), name="bots")}
+    if command is not None or worker_runs_here(settings):
+        if command is None:
+            if settings.source is None:
+                raise ValueError("the worker needs the config file: settings.source is not set")
+            command = worker_command(Path(settings.source).resolve())
+        supervisor = WorkerSupervisor(
+            command,
+            backoff or Backoff(maximum=settings.worker.restart_backoff_max),
+            env=worker_env(settings),
+        )
+        tasks["the worker supervisor"] = asyncio.create_task(
+            supervisor.run(stop), name="worker-supervisor"
+        )
+    else:
+        log.info(
+            "no worker here (this install has no torch: `pip install framepack-bot[worker]`); "
+            "jobs wait for `framepack-bot worker` on the GPU host, with the same database"
+        )
     try:
-        await asyncio.wait({worker, bots}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # either ended: stop the other one too
-        await asyncio.gather(worker, bots, return_exceptions=True)
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
     code = 0
-    for name, task in (("the chat bots", bots), ("the worker supervisor", worker)):
+    for name, task in tasks.items():
         exc = task.exception()
         if exc is not None:
             if _expected(exc):  # a wrong token, an unreachable API: the sentence is enough
@@ -173,6 +210,6 @@ async def serve(
 
 
 def _expected(exc: BaseException) -> bool:
-    from bot.app import AdapterStartFailed  # the bot package, loaded by now
+    from bot.adapters import AdapterStartFailed  # the bot package, loaded by now
 
     return isinstance(exc, AdapterStartFailed)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from framepack.engine.prompts import parse_prompt
 from framepack.models.presets import allowed_samplers
+from storage.records import LATENT_WINDOW, sections_for
 
 Sampler = Literal["inverted", "forward"]
 SAMPLERS: tuple[str, ...] = ("inverted", "forward")
@@ -33,13 +34,14 @@ class GenerationParams:
     sampler: Sampler = "inverted"  # framepack: inverted anti-drifting (end first); f1: forward
     scheduler: Literal["unipc", "euler"] = "unipc"
     resolution: int = 640  # base of the bucket set
-    latent_window: int = 9  # latent frames sampled per section (4 video frames each)
+    latent_window: int = LATENT_WINDOW  # latent frames sampled per section (4 frames each)
     fps: int = 30
     crf: int = 16  # H.264 quality of the MP4s (1-51, lower is better)
 
     def sections(self) -> int:
-        """Number of sections, as the original computes it from the requested seconds."""
-        return int(max(round(self.seconds * self.fps / (self.latent_window * 4)), 1))
+        """Number of sections, as the demo computes it from the requested seconds (at 30
+        frames a second whatever `fps`: the formula the queue's estimates use too)."""
+        return sections_for(self.seconds, self.latent_window)
 
     def frames(self) -> int:
         """Frames of the finished video: each section adds 4 per latent frame, plus the first."""

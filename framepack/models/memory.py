@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMORY_MODES: tuple[str, ...] = ("auto", "high", "offload", "low")
-GIB = 1 << 30
 
 # Working memory beyond the weights, as a share of the transformer's weights. For the
 # real 13B transformer (26 GB in bf16) at the 640 bucket: about 17 GB in `high`

@@ -25,31 +25,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
-import torch
-from PIL import UnidentifiedImageError
-
-from framepack.engine.events import Cancelled, Done, EngineEvent
+from framepack.engine.events import Cancelled, Done
 from framepack.worker.delivery import deliver
 from framepack.worker.engines import (
     EngineLike,
     EngineSlot,
     describe_model,
-    generation_params,
-    open_picture,
 )
-from framepack.worker.events import JobEventWriter, JobLog, RenderTimes
+from framepack.worker.events import JobLog, RenderTimes
 from framepack.worker.lease import Lease
+from framepack.worker.render import EngineStalled, JobFailed, Renderer
 from storage.config import Settings
 from storage.files import DataDir
 from storage.records import Job, Timing
@@ -62,24 +55,10 @@ IDLE_POLL = 1.0  # seconds between two claims while the queue is empty
 # (a driver fault). The slowest legitimate gap is a long video's final encode
 # or a section's decode in the low memory mode: minutes, not a quarter hour.
 EXIT_STALLED = 3
-_T = TypeVar("_T")
-
-
-class JobFailed(Exception):
-    """A job that cannot be rendered; the message is for its owner."""
 
 
 class ModelUnavailable(Exception):
     """The model cannot be loaded (files missing, no GPU...): the worker cannot start."""
-
-
-class EngineStalled(Exception):
-    """No engine event for `[worker] stall_seconds`: its thread cannot be stopped or joined.
-
-    The worker stops heart-beating and the process exits; the store hands the
-    job out again once its heartbeat is stale (the attempt counts, so a job that
-    hangs the GPU every time ends failed after `max_attempts`).
-    """
 
 
 def default_worker_id() -> str:
@@ -106,18 +85,13 @@ class Worker:
         self.burst = burst
         self.stopping = threading.Event()
         self._wake = asyncio.Event()
-        # Every torch call on one thread: CUDA streams and hooks are per thread.
-        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        self.renderer = Renderer(store, settings, engines)
         self._finishing: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Stop at the next step boundary; the job in hand goes back to the queue."""
         self.stopping.set()
         self._wake.set()
-
-    async def on_gpu(self, fn: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
 
     async def run(self) -> None:
         idle = stalled = False
@@ -143,14 +117,14 @@ class Worker:
             if self._finishing:
                 await asyncio.gather(*self._finishing, return_exceptions=True)
             await self.store.checkpoint()
-            self._gpu.shutdown(wait=not stalled)
+            self.renderer.gpu.shutdown(wait=not stalled)
             log.info("worker %s: stopped", self.worker_id)
 
     async def _load(self) -> None:
         log.info("worker %s: loading the %s model", self.worker_id, self.engines.preset)
         started = time.monotonic()
         try:
-            await self.on_gpu(self.engines.get)
+            await self.renderer.on_gpu(self.engines.get)
         except Exception as exc:
             log.debug("loading the model failed", exc_info=exc)
             raise ModelUnavailable(
@@ -174,7 +148,7 @@ class Worker:
         )
         lease.start()
         try:
-            done, times, engine = await self._render_with_fallback(job, lease, job_log)
+            done, times, engine = await self.renderer.render(job, lease, job_log)
         except Cancelled as exc:
             await lease.stop()
             await self._stopped(job, lease, job_log, exc.sections_done)
@@ -194,100 +168,6 @@ class Worker:
         task = asyncio.create_task(self.finish(job, lease, job_log, done, times, engine))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
-
-    async def _render_with_fallback(
-        self, job: Job, lease: Lease, job_log: JobLog
-    ) -> tuple[Done, RenderTimes, EngineLike]:
-        """Render; after a CUDA out-of-memory error once more in the next lower mode."""
-        for retry in (True, False):
-            try:
-                return await self._render(job, lease, job_log)
-            except torch.OutOfMemoryError:
-                pass  # handled below: the traceback holds the failed step's tensors
-            mode = self.engines.mode
-            lower = await self.on_gpu(self.engines.lower_memory) if retry else None
-            if lower is None:
-                job_log("!", f"out of GPU memory in memory mode {mode}", logging.WARNING)
-                break
-            job_log("!", f"out of GPU memory; retrying in memory mode {lower}", logging.WARNING)
-        raise JobFailed(_OOM_MESSAGE)
-
-    async def _render(
-        self, job: Job, lease: Lease, job_log: JobLog
-    ) -> tuple[Done, RenderTimes, EngineLike]:
-        try:
-            params = generation_params(job, self.settings)
-            preset = self.engines.preset_for(job.params.model)
-        except ValueError as exc:
-            raise JobFailed(f"These settings cannot be rendered: {exc}") from None
-        engine = await self.on_gpu(self.engines.get, preset)
-        try:
-            image = await self.on_gpu(open_picture, job.input_path)
-            end_image = await self.on_gpu(open_picture, job.end_image_path)
-        except (OSError, UnidentifiedImageError) as exc:
-            log.warning("job %d: cannot read its picture: %s", job.id, exc)
-            raise JobFailed("The picture could not be read. Please send it again.") from None
-        try:
-            events = engine.generate(
-                params,
-                image,
-                workdir=self.data.work_dir(job.id),
-                end_image=end_image,
-                should_cancel=lease.should_cancel,
-            )
-        except ValueError as exc:  # the engine checks every setting before it starts
-            raise JobFailed(f"These settings cannot be rendered: {exc}") from None
-        writer = JobEventWriter(
-            self.store,
-            job,
-            self.data,
-            job_log,
-            step_interval=self.settings.worker.step_event_interval,
-        )
-        done = await self._drive(events, writer, lease)
-        return done, writer.times, engine
-
-    async def _drive(
-        self, events: Iterator[EngineEvent], writer: JobEventWriter, lease: Lease
-    ) -> Done:
-        """Pull the engine's events on the GPU thread and write them.
-
-        The GPU computes the next event while the last one is written; only the
-        cancel check (one indexed read) runs between two steps, so a cancel
-        stops the job within one step.
-        """
-        loop = asyncio.get_running_loop()
-
-        def pull() -> asyncio.Future[EngineEvent | None]:
-            return loop.run_in_executor(self._gpu, next, events, None)
-
-        pending = pull()
-        try:
-            while True:
-                event = await _within_stall_limit(pending, self.settings.worker.stall_seconds)
-                if event is None:
-                    raise RuntimeError("the engine stopped before the video was finished")
-                if isinstance(event, Done):
-                    break
-                await lease.check_cancel()
-                pending = pull()
-                await writer.write(event)
-        except EngineStalled:
-            raise  # the GPU thread hangs: any clean-up would wait for it too
-        except BaseException:
-            if not pending.done():  # writing failed while the engine ran on: stop it
-                lease.aborted.set()
-                with contextlib.suppress(BaseException):
-                    await pending
-            await self._close(events)
-            raise
-        await self._close(events)
-        return event
-
-    async def _close(self, events: Iterator[EngineEvent]) -> None:
-        close = getattr(events, "close", None)
-        if close is not None:
-            await self.on_gpu(close)
 
     # ---- finish ------------------------------------------------------------
 
@@ -393,19 +273,6 @@ class Worker:
             job_log("!", "lost: another worker has it now", logging.WARNING)
             return
         job_log("×", f"failed: {reason}")
-
-
-async def _within_stall_limit(pending: asyncio.Future[_T], seconds: float) -> _T:
-    try:
-        return await asyncio.wait_for(asyncio.shield(pending), seconds)
-    except TimeoutError:
-        raise EngineStalled(f"no event from the engine for {seconds:.0f} s") from None
-
-
-_OOM_MESSAGE = (
-    "The GPU ran out of memory while rendering this video, even after a retry with less "
-    "memory. Try a shorter video, or try again later."
-)
 
 
 async def run_worker(
