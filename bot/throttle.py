@@ -2,9 +2,13 @@
 
 A `RateLimiter` holds, per key (a chat, a channel, the whole bot), the times of
 the recent calls and lets each caller go once one more call fits in every
-window. Callers of one key go in turn: urgent ones (a finished video) before
-the others (a progress edit), each kind in the order it came. Waiting is a
-timed sleep or a wake-up when the line moves, never polling.
+window. A call counts from when it is let go until its answer came (then at
+that time): the platform counts a message when it receives it, which on a busy
+machine is a while after the call was let go, so counting the let-go time
+would let two windows' calls arrive within one. Callers of one key go in turn:
+urgent ones (a finished video) before the others (a progress edit), each kind
+in the order it came. Waiting is a timed sleep or a wake-up when the line
+moves, never polling.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 
 IDLE_KEYS = 1024  # keys kept after their last call; older idle ones are dropped
@@ -23,7 +27,8 @@ IDLE_KEYS = 1024  # keys kept after their last call; older idle ones are dropped
 
 @dataclass
 class _Line:
-    calls: deque[float] = field(default_factory=deque)
+    calls: deque[float] = field(default_factory=deque)  # answer times, oldest first
+    in_flight: int = 0  # calls let go and not answered yet
     waiting: list[tuple[int, int]] = field(default_factory=list)  # heap of (rank, ticket)
     moved: asyncio.Event = field(default_factory=asyncio.Event)
     blocked_until: float = float("-inf")
@@ -52,12 +57,13 @@ class RateLimiter:
         longest = self.limits[-1][1] if self.limits else 0.0
         now = self.clock()
         for key, line in list(self._lines.items()):
-            idle = not line.waiting and (not line.calls or now - line.calls[-1] >= longest)
-            if idle and line.blocked_until <= now:
+            idle = not line.waiting and not line.in_flight and line.blocked_until <= now
+            if idle and (not line.calls or now - line.calls[-1] >= longest):
                 del self._lines[key]
 
-    def delay(self, key: Hashable) -> float:
-        """Seconds until a call for `key` fits every window (0: now)."""
+    def delay(self, key: Hashable) -> float | None:
+        """Seconds until a call for `key` fits every window (0: now; None: once a call
+        in flight is answered)."""
         now = self.clock()
         line = self._lines.get(key)
         if line is None:
@@ -66,15 +72,22 @@ class RateLimiter:
         longest = self.limits[-1][1] if self.limits else 0.0
         while calls and now - calls[0] >= longest:
             calls.popleft()
-        wait = max(0.0, line.blocked_until - now)
+        wait: float | None = max(0.0, line.blocked_until - now)
         for count, seconds in self.limits:
             recent = [t for t in calls if now - t < seconds]
-            if len(recent) >= count:
-                wait = max(wait, recent[-count] + seconds - now)
+            if len(recent) + line.in_flight < count:
+                continue
+            if line.in_flight >= count:
+                return None
+            # the oldest answered call that must leave the window for one more to fit
+            leaving = recent[len(recent) + line.in_flight - count]
+            wait = max(wait, leaving + seconds - now)
         return wait
 
-    async def acquire(self, key: Hashable, *, urgent: bool = False) -> None:
-        """Wait until a call for `key` is allowed and it is this caller's turn; count it."""
+    @contextlib.asynccontextmanager
+    async def call(self, key: Hashable, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Wait until a call for `key` is allowed and it is this caller's turn; the block
+        is the call, counted from now until it ends."""
         line = self._line(key)
         ticket = (0 if urgent else 1, next(self._tickets))
         heapq.heappush(line.waiting, ticket)
@@ -87,11 +100,17 @@ class RateLimiter:
                 line.moved.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(line.moved.wait(), wait)
-            line.calls.append(self.clock())
+            line.in_flight += 1
         finally:
             line.waiting.remove(ticket)
             heapq.heapify(line.waiting)
             line.moved.set()  # the next in line looks again
+        try:
+            yield
+        finally:
+            line.in_flight -= 1
+            line.calls.append(self.clock())
+            line.moved.set()
 
     def penalize(self, key: Hashable, seconds: float) -> None:
         """The platform said "retry after `seconds`": no call for `key` before then."""

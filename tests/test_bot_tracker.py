@@ -82,17 +82,40 @@ async def test_rate_limiter_spaces_calls_and_honours_retry_after() -> None:
     now = [0.0]
     limiter = RateLimiter([(1, 1.0), (3, 10.0)], clock=lambda: now[0])
     assert limiter.delay("c") == 0
-    await limiter.acquire("c")
+    async with limiter.call("c"):
+        assert limiter.delay("c") is None  # not before this call is answered
+        now[0] = 0.5  # answered after half a second: the platform has it now
     assert limiter.delay("c") == pytest.approx(1.0)
-    now[0] = 1.0
-    await limiter.acquire("c")
-    now[0] = 2.0
-    await limiter.acquire("c")
+    now[0] = 1.5
+    async with limiter.call("c"):
+        pass
+    now[0] = 2.5
+    async with limiter.call("c"):
+        pass
     now[0] = 3.0
-    assert limiter.delay("c") == pytest.approx(7.0)  # 3 in 10 s used
+    assert limiter.delay("c") == pytest.approx(7.5)  # 3 in 10 s used, the first at 0.5
     assert limiter.delay("other") == 0
     limiter.penalize("other", 5)
     assert limiter.delay("other") == pytest.approx(5.0)
+
+
+async def test_urgent_calls_go_first_and_each_kind_in_turn() -> None:
+    limiter = RateLimiter([(1, 0.05)])
+    order: list[str] = []
+
+    async def one(name: str, urgent: bool) -> None:
+        async with limiter.call("chat", urgent=urgent):
+            order.append(name)
+
+    async with limiter.call("chat"):  # a call in flight: the others queue behind it
+        tasks = [
+            asyncio.create_task(one(name, urgent))
+            for name, urgent in (("edit 1", False), ("video A", True), ("edit 2", False),
+                                 ("video B", True))
+        ]  # fmt: skip
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert order == ["video A", "video B", "edit 1", "edit 2"]
 
 
 async def running_tracker(store: JobStore, notifier: RecordingNotifier):

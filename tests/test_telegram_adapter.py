@@ -93,11 +93,11 @@ async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_vi
         await worker.start(job)
         preview = await worker.step(job, 0, 1)
         # The start and the step may reach the message in one edit or in two: wait for the step.
-        await fake.wait_for(lambda: "section 1/2 · step 1/3" in message.text)
+        await fake.wait_for(lambda: "section 1/2 · step 1/3" in message.text, timeout=10)
         assert message.kind == "photo" and "Rendering" in message.text
-        await fake.wait_for(lambda: message.media == preview.read_bytes())
+        await fake.wait_for(lambda: message.media == preview.read_bytes(), timeout=10)
         partial = await worker.section(job, 0)
-        await fake.wait_for(lambda: message.kind == "video")
+        await fake.wait_for(lambda: message.kind == "video", timeout=10)
         assert message.media == partial.read_bytes()
         assert "Rendering" in message.text and [b.text for b in message.buttons] == ["✖ Cancel"]
         done = await worker.finish(job)

@@ -12,6 +12,7 @@ and the same call is tried again: a delivery is never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
@@ -52,12 +53,13 @@ class Pacer:
         """Send or edit within the chat's, the group's and the bot's pace; on 429 wait
         retry_after and try again. `urgent`: a final delivery, ahead of progress edits."""
         while True:
-            await self._chats.acquire(chat_id, urgent=urgent)
-            if chat_id < 0:
-                await self._groups.acquire(chat_id, urgent=urgent)
-            await self._bot.acquire(BOT, urgent=urgent)
             try:
-                return await request()
+                async with contextlib.AsyncExitStack() as paces:
+                    await paces.enter_async_context(self._chats.call(chat_id, urgent=urgent))
+                    if chat_id < 0:
+                        await paces.enter_async_context(self._groups.call(chat_id, urgent=urgent))
+                    await paces.enter_async_context(self._bot.call(BOT, urgent=urgent))
+                    return await request()
             except RetryAfter as error:
                 wait = retry_seconds(error)
                 self.retry_afters += 1
