@@ -48,6 +48,9 @@ class JobNotifier(Protocol):
     async def deliver(self, job: Job, view: JobView) -> None:
         """Show the final view: the video, or why there is none. Raise to retry later."""
 
+    async def notify_admins(self, text: str) -> None:
+        """Tell the platform's configured admins something the host must act on."""
+
 
 class ChatAdapter(JobNotifier, Protocol):
     async def start(self) -> None:

@@ -105,7 +105,14 @@ async def run_bots(
         for name, factory in factories.items():
             adapters[name] = factory(service, wake)
         extra = {} if poll_interval is None else {"poll_interval": poll_interval}
-        tracker = JobTracker(store, adapters, tiny=service.tiny, **extra)
+        min_free = settings.storage.min_free_mb * 1_000_000
+        tracker = JobTracker(
+            store,
+            adapters,
+            tiny=service.tiny,
+            has_room=lambda: data.free_bytes() >= min_free,
+            **extra,
+        )
         for name, adapter in adapters.items():
             await adapter.start()
             log.info("%s: connected", name)

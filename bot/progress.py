@@ -15,6 +15,10 @@ from bot.formatting import format_duration, format_eta, progress_bar
 from storage.records import EventKind, Job, JobEvent, JobStatus, QueuePosition
 
 TINY_NOTE = "Test model: the video is random noise, not your picture animated."
+DISK_FULL_NOTE = (
+    "⚠ The server's disk is full: this job waits, and goes on where it stopped once there "
+    "is room again. The admins are told."
+)
 
 Action = Literal["cancel", "reroll", "delete"]
 
@@ -140,10 +144,13 @@ def render(
     *,
     tiny: bool = False,
     paused: bool = False,
+    disk_full: bool = False,
 ) -> JobView:
     """The view of `job` now."""
     progress = progress or JobProgress()
     notes = (TINY_NOTE,) if tiny else ()
+    if disk_full and not job.status.finished:
+        notes = (DISK_FULL_NOTE, *notes)
     if job.status is JobStatus.QUEUED:
         view = _queued(job, progress, position, paused=paused)
     elif job.status is JobStatus.RUNNING:
@@ -189,6 +196,8 @@ def _queued(
         if position.estimated_start >= 1:
             head += f" · starts in about {format_eta(position.estimated_start)}"
     details = [_facts(job)]
+    if job.origin.get("prompt_cleaned"):
+        details.append("Invisible control characters were removed from the prompt.")
     if progress.requeued or job.attempts:
         details.append("The renderer restarted; this job resumes where it stopped.")
     if paused:

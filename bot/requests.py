@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from storage.config import GenerationSettings
@@ -60,32 +61,56 @@ def split_command(text: str) -> tuple[str, str | None, str] | None:
     return match["name"].lower(), match["bot"], text.strip()[match.end() :]
 
 
+# Phones turn a typed "--" into an em or en dash: before a known option name it is "--".
+_PHONE_DASHES = ("\u2014", "\u2013")
+
+
+def _option_token(token: str) -> str | None:
+    """The text after `--` of an option token, or None for a word of the prompt."""
+    if token.startswith("--") and len(token) > 2:
+        return token[2:]
+    for dash in _PHONE_DASHES:
+        if token.startswith(dash) and len(token) > 1:
+            rest = token[1:]
+            name = rest.partition("=")[0].lower().replace("-", "_")
+            return rest if name in OPTION_NAMES else None  # else prose with a dash in it
+    return None
+
+
 def parse_animate_text(rest: str) -> AnimateOptions:
-    """Parse `<prompt> [--name value | --name=value …]` (options anywhere after the prompt)."""
+    """Parse `<prompt> [--name value | --name=value …]` (options anywhere after the prompt).
+
+    An option given twice is refused (which one did the user mean?)."""
     # Whitespace only, no shell quoting: apostrophes and quotes are part of prompts.
     tokens = rest.split()
     prompt_words: list[str] = []
     values: dict[str, str] = {}
     i = 0
     while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("--") and len(token) > 2:
-            name, eq, value = token[2:].partition("=")
-            name = name.lower().replace("-", "_")
-            if name not in OPTION_NAMES:
-                raise UserError(
-                    f"Unknown option --{name}. The options are "
-                    + ", ".join(f"--{n}" for n in OPTION_NAMES)
-                    + f".\nUsage: {USAGE}"
-                )
-            if not eq:
-                if i + 1 >= len(tokens):
-                    raise UserError(f"--{name} needs a value, e.g. --{name} {_example(name)}.")
-                i += 1
-                value = tokens[i]
-            values[name] = value
-        else:
-            prompt_words.append(token)
+        option = _option_token(tokens[i])
+        if option is None:
+            prompt_words.append(tokens[i])
+            i += 1
+            continue
+        name, eq, value = option.partition("=")
+        name = name.lower().replace("-", "_")
+        if name not in OPTION_NAMES:
+            raise UserError(
+                f"Unknown option --{name}. The options are "
+                + ", ".join(f"--{n}" for n in OPTION_NAMES)
+                + f".\nUsage: {USAGE}"
+            )
+        if not eq:
+            if i + 1 >= len(tokens):
+                raise UserError(f"--{name} needs a value, e.g. --{name} {_example(name)}.")
+            i += 1
+            value = tokens[i]
+        if name in values:
+            raise UserError(
+                f"--{name} is given twice ({values[name]} and {value}). Give it once, "
+                f"e.g. --{name} {_example(name)}."
+            )
+        values[name] = value
         i += 1
     return AnimateOptions(
         prompt=" ".join(prompt_words),
@@ -95,6 +120,25 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         guidance=_number(values, "guidance", float),
         model=values.get("model"),
     )
+
+
+def clean_prompt(text: str) -> tuple[str, int]:
+    """The prompt without control characters (a NUL, an escape sequence, bidi overrides
+    that make a caption read backwards), whitespace runs as one space; and how many
+    characters were removed. Emoji joiners and other format characters stay."""
+    removed = 0
+    kept = []
+    for char in text:
+        if char.isspace():
+            kept.append(" ")
+        elif unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
+            removed += 1
+        else:
+            kept.append(char)
+    return " ".join("".join(kept).split()), removed
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _example(name: str) -> str:
@@ -125,7 +169,7 @@ def build_params(
     rng: random.Random | None = None,
 ) -> JobParams:
     """Check every option against the configured bounds; fill the defaults."""
-    prompt = " ".join(options.prompt.split())
+    prompt, _ = clean_prompt(options.prompt)
     if not prompt:
         raise UserError(f"Say what should happen in the picture.\nUsage: {USAGE}")
     if len(prompt) > settings.max_prompt_chars:

@@ -22,10 +22,11 @@ from bot.requests import (
     AnimateOptions,
     UserError,
     build_params,
+    clean_prompt,
     new_seed,
 )
 from storage.config import Settings
-from storage.files import DataDir
+from storage.files import DataDir, DiskFull, is_disk_full
 from storage.records import Job, JobParams, JobStatus
 from storage.store import IllegalTransition, JobStore, QueueRefused
 
@@ -83,6 +84,12 @@ ADMIN_HELP = (
 )
 
 
+DISK_FULL = (
+    "The server's disk is full, so I cannot take new videos right now. The admins are "
+    "told; please try again later."
+)
+
+
 def refusal_message(refused: QueueRefused) -> str:
     """Why the queue did not take a job, and what the user can do about it."""
     if refused.reason == "banned":
@@ -131,10 +138,18 @@ class BotService:
         """Validate and queue one `/animate`; raise `UserError` with the reason."""
         gen = self.settings.generation
         params = build_params(options, gen, has_end_image=end_image is not None)
+        _, removed = clean_prompt(options.prompt)
+        if removed:  # said in the job's message
+            origin = {**(origin or {}), "prompt_cleaned": removed}
         # Checking and writing the pictures off the event loop, in one thread hop, so
         # that other chats are served meanwhile (Pillow releases the GIL while it
         # decodes). A ban is refused by enqueue, which removes the pictures again.
-        input_path, end_path = await asyncio.to_thread(self._store_pictures, image, end_image)
+        try:
+            input_path, end_path = await asyncio.to_thread(self._store_pictures, image, end_image)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise UserError(DISK_FULL) from None
+            raise
         try:
             job = await self._enqueue(
                 who,
@@ -187,6 +202,9 @@ class BotService:
         except QueueRefused as refused:
             log.info("refused %s:%s: %s", who.platform, who.user_id, refused.reason)
             raise UserError(refusal_message(refused)) from None
+        except DiskFull:
+            log.error("the disk is full: a job of %s:%s was refused", who.platform, who.user_id)
+            raise UserError(DISK_FULL) from None
 
     def _store_pictures(self, image: bytes, end_image: bytes | None) -> tuple[Path, Path | None]:
         """Check both pictures, then write them to the data dir (a refusal writes nothing)."""

@@ -140,12 +140,15 @@ class JobTracker:
         notifiers: Mapping[str, JobNotifier],
         *,
         tiny: bool = False,
+        has_room: Callable[[], bool] = lambda: True,
         poll_interval: float = POLL_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.tiny = tiny
+        self.has_room = has_room  # whether the data dir's disk has room for jobs
+        self.disk_full = False
         self.poll_interval = poll_interval
         self.clock = clock
         self._senders: dict[int, _Sender] = {}
@@ -203,6 +206,8 @@ class JobTracker:
 
     async def poll_once(self) -> None:
         changed: set[int] = set()
+        if await self._disk_changed():
+            changed |= set(self._senders)  # every open job's message says so, or not any more
         while True:
             events = await self.store.events_since(self._last_event, limit=500)
             if not events:
@@ -214,6 +219,29 @@ class JobTracker:
                     sender.progress.apply(event)
                 changed.add(event.job_id)
         await self._refresh(changed)
+
+    async def _disk_changed(self) -> bool:
+        """Look at the disk's free space; on a change, tell the host and the admins."""
+        full = not await asyncio.to_thread(self.has_room)
+        if full == self.disk_full:
+            return False
+        self.disk_full = full
+        if full:
+            text = (
+                "⚠ framepack-bot: the disk of the data dir is full (less than [storage] "
+                "min_free_mb free). Jobs wait and resume once there is room: remove old "
+                "videos or make room on the disk."
+            )
+            log.error("the disk of the data dir is full: jobs wait until there is room")
+        else:
+            text = "✅ framepack-bot: there is room on the disk again; jobs go on."
+            log.info("there is room on the disk again")
+        for name, notifier in self.notifiers.items():
+            try:
+                await notifier.notify_admins(text)
+            except Exception as exc:  # a platform that is down: the log line stays
+                log.warning("%s: could not tell the admins: %s", name, exc)
+        return True
 
     def _sender(self, job: Job) -> _Sender:
         sender = self._senders.get(job.id)
@@ -259,5 +287,12 @@ class JobTracker:
             sender = self._sender(job)
             if new:
                 await self._replay(sender)
-            view = render(job, sender.progress, position, tiny=self.tiny, paused=paused)
+            view = render(
+                job,
+                sender.progress,
+                position,
+                tiny=self.tiny,
+                paused=paused,
+                disk_full=self.disk_full,
+            )
             sender.want(job, view)

@@ -75,6 +75,9 @@ class StorageSettings:
     retention_days: float = _spec(
         7.0, min=0, help="files of delivered jobs older than this are removed; 0 keeps them"
     )
+    # A full disk fails nothing: jobs wait (and a rendering one resumes where it
+    # stopped) while the data dir's disk has less than this free.
+    min_free_mb: float = _spec(500.0, min=0, help="jobs wait while less is free on the disk")
 
 
 MODEL_COMPONENTS = (

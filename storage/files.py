@@ -14,7 +14,10 @@ them without storing every path.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,10 @@ class DataDir:
     def job_dirs(self, job_id: int) -> list[Path]:
         return [self.work_dir(job_id), self.previews_dir(job_id), self.videos_dir(job_id)]
 
+    def free_bytes(self) -> int:
+        """Bytes free on the data dir's disk."""
+        return shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
+
     def ensure(self) -> None:
         for sub in ("inputs", "work", "previews", "videos"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -60,3 +67,26 @@ def write_atomic(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+class DiskFull(OSError):
+    """The data dir's disk is full (a write failed, or the database could not grow)."""
+
+    def __init__(self, detail: str = "no space left on the data dir's disk") -> None:
+        super().__init__(errno.ENOSPC, detail)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, says the disk is full: an OSError
+    (ENOSPC, or EDQUOT past a quota), SQLite's "database or disk is full", or a library's
+    message that carries the OS's ("No space left on device", safetensors, ffmpeg)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, sqlite3.OperationalError) and "full" in str(seen):
+            return True
+        if "No space left on device" in str(seen) or "os error 28" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -256,8 +256,17 @@ class Lifecycle(EventLog):
         delivery_path: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Job:
+        """The job is done with these files; or cancelled, when its cancel was asked
+        before this (a cancel that was answered "it stops" is never delivered)."""
         with self._tx():
-            self._get_owned(job_id, worker_id)
+            job = self._get_owned(job_id, worker_id)
+            if job.cancel_requested:
+                return self._transition(
+                    job_id,
+                    JobStatus.CANCELLED,
+                    expect=[JobStatus.RUNNING],
+                    event=(EventKind.CANCELLED, {"after": "rendering"}),
+                )
             return self._transition(
                 job_id,
                 JobStatus.DONE,

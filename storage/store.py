@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from storage.base import JobNotFound, QueueLimits
 from storage.db import checkpoint, open_database
+from storage.files import DiskFull, is_disk_full
 from storage.lifecycle import IllegalTransition, JobLost
 from storage.limits import Limits, QueueRefused
 from storage.messages import Messages
@@ -163,9 +165,17 @@ class JobStore:
         await self.close()
 
     async def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run `fn` in the store's thread (fn may use `self.core`)."""
+        """Run `fn` in the store's thread (fn may use `self.core`).
+
+        Raises `DiskFull` when the database could not grow (SQLite's "database or disk
+        is full"): the callers treat a full disk alike wherever they meet it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+        except sqlite3.OperationalError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(f"the database could not grow: {exc}") from exc
+            raise
 
     checkpoint = _in_thread(StoreCore.checkpoint)
     get = _in_thread(StoreCore.get)

@@ -48,10 +48,11 @@ def config_data(
     queue: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
     worker: Mapping[str, Any] | None = None,
+    storage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A config document: the tiny preset, the fake's URLs, fast edits."""
     return {
-        "storage": {"data_dir": str(data_dir)},
+        "storage": {"data_dir": str(data_dir), **(storage or {})},
         "model": {"preset": "tiny", **(model or {})},
         "generation": {**(generation or {})},
         "queue": {**(queue or {})},

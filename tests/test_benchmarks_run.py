@@ -38,3 +38,11 @@ def test_the_queue_benchmark_judges_its_targets() -> None:
     assert "target p99 claim < 5 ms:" in out, out + proc.stderr
     assert "rerun: python benchmarks/queue.py --jobs 300 --users 10 --waiting 50" in out
     assert proc.returncode in (0, 1)  # at this size a verdict is printed, not earned
+
+
+@pytest.mark.slow
+def test_the_video_benchmark_judges_the_fitted_copies() -> None:
+    proc = run("video.py", "--seconds", "4", "--limits", "0.25")
+    out = proc.stdout
+    assert "4 s  0.25 MiB" in out and "targets (used >= 95 %" in out, out + proc.stderr
+    assert "rerun: python benchmarks/video.py --seconds 4 --limits 0.25" in out

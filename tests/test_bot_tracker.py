@@ -28,10 +28,14 @@ class RecordingNotifier:
         self.delivered: list[tuple[int, JobView]] = []
         self.fail_deliveries = fail_deliveries
         self.changed = asyncio.Event()
+        self.admin_notices: list[str] = []
 
     async def show(self, job: Job, view: JobView) -> None:
         self.shown.append((job.id, view))
         self.changed.set()
+
+    async def notify_admins(self, text: str) -> None:
+        self.admin_notices.append(text)
 
     async def deliver(self, job: Job, view: JobView) -> None:
         if self.fail_deliveries:

@@ -179,7 +179,7 @@ def test_fit_to_size_makes_a_big_video_fit_and_keeps_its_frames(
 
     out = fit_to_size(noisy_mp4, tmp_path / "small.mp4", limit)
 
-    assert limit * 0.6 < out.stat().st_size <= limit  # the bytes allowed are used on quality
+    assert limit * 0.95 <= out.stat().st_size <= limit  # the bytes allowed are used on quality
     before, after = probe(noisy_mp4), probe(out)
     assert (after.frames, after.fps, after.duration) == (before.frames, before.fps, before.duration)
     assert after.metadata == METADATA
@@ -226,3 +226,61 @@ def test_an_impossible_limit_raises_video_too_large(
 def test_fit_to_size_refuses_a_non_positive_limit(tmp_path: Path, noisy_mp4: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         fit_to_size(noisy_mp4, tmp_path / "x.mp4", 0)
+
+
+def colour_line(path: Path) -> str:
+    """ffmpeg's description of the first video stream (its colour tags among them)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True)
+    return next(line for line in proc.stderr.decode().splitlines() if "Video:" in line)
+
+
+def test_every_file_is_tagged_bt709_throughout(tmp_path: Path, noisy_mp4: Path) -> None:
+    """Matrix, primaries and transfer all BT.709 (ffmpeg prints `bt709` once when the
+    three agree, `bt709/unknown/unknown` when only the matrix is set)."""
+    fitted = fit_to_size(noisy_mp4, tmp_path / "small.mp4", noisy_mp4.stat().st_size // 2)
+    for path in (noisy_mp4, fitted):
+        line = colour_line(path)
+        assert "yuv420p(tv, bt709, progressive)" in line, line
+
+
+def test_the_prompt_goes_to_ffmpeg_in_a_file_not_on_its_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prompt would show in `ps` while its video encodes; and the file survives
+    characters a command line cannot carry."""
+    seen: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def spying_popen(args, *rest, **kw):  # type: ignore[no-untyped-def]
+        seen.append([str(a) for a in args])
+        return real_popen(args, *rest, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spying_popen)
+    metadata = {**METADATA, "prompt": "a secret plan --and=more\x1b[31m"}
+    path = encode_mp4(gradient_clip(3, 32, 32), tmp_path / "v.mp4", metadata=metadata)
+    assert seen and not any("secret plan" in arg for args in seen for arg in args)
+    assert probe(path).metadata == metadata
+
+
+def test_a_fitted_copy_is_not_starved_at_its_start(tmp_path: Path) -> None:
+    """A rate control that finds its feet as it goes (one pass under a cap) gives the
+    first second fewer bits than its content needs; two passes know the whole clip.
+    The first 1.5 s here are grainy, the rest calm: the first second must come out
+    better than the half second after it, which is as grainy."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:160].astype(np.float32)
+    clip = np.empty((300, 96, 160, 3), np.uint8)
+    for f in range(300):
+        rgb = np.stack(
+            [128 + 100 * np.sin((x + 4 * f) / 17), 128 + 100 * np.cos((y - 3 * f) / 13),
+             128 + 60 * np.sin((x + y + 5 * f) / 21)],
+            axis=-1,
+        )  # fmt: skip
+        grain = rng.normal(0, 12, (96, 160, 1)) + (rng.normal(0, 30, rgb.shape) if f < 45 else 0)
+        clip[f] = np.clip(rgb + grain, 0, 255).astype(np.uint8)
+    src = encode_mp4(clip, tmp_path / "src.mp4")
+    fitted = fit_to_size(src, tmp_path / "fit.mp4", src.stat().st_size // 6)
+    decoded = read_frames(fitted).astype(np.float64)
+    mse = ((decoded - clip.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    psnr = 10 * np.log10(255**2 / mse)
+    assert psnr[:30].mean() >= psnr[30:45].mean() + 0.3, (psnr[:30].mean(), psnr[30:45].mean())

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from framepack.engine.engine import FramePackEngine
-from framepack.engine.events import EngineEvent, Step
+from framepack.engine.events import EngineEvent, Section, Step
 from framepack.engine.params import GenerationParams
 from framepack.video.probe import probe
 from framepack.worker.engines import EngineSlot, generation_params
@@ -233,6 +233,40 @@ async def test_a_cancel_stops_the_job_within_one_step(
     assert events[-1].kind is EventKind.CANCELLED
     assert any("⊘ job" in r.getMessage() and "cancelled" in r.getMessage() for r in caplog.records)
     await bot_store.close()
+
+
+async def test_a_cancel_that_comes_after_the_last_step_ends_the_job_cancelled(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its owner was told "it stops": the video finished meanwhile is never delivered."""
+    caplog.set_level(logging.INFO, "framepack.worker")
+    job_id = await enqueue(bot_store, settings, "alice", seconds=1.0)
+    loop = asyncio.get_running_loop()
+
+    class CancelledWhileFinishing:
+        """The tiny engine; its owner cancels when the last section is done (as the video
+        is encoded and its copies made, when no step is left to stop at)."""
+
+        def __init__(self) -> None:
+            self.engine = tiny_engine()
+            self.components = self.engine.components
+            self.memory_mode = self.engine.memory_mode
+
+        def generate(self, params: GenerationParams, image: Image.Image, **kw: Any) -> Any:
+            for event in self.engine.generate(params, image, **kw):
+                if isinstance(event, Section) and event.section == event.sections - 1:
+                    asyncio.run_coroutine_threadsafe(bot_store.cancel(job_id), loop).result()
+                yield event
+
+    slot = EngineSlot(
+        lambda preset, memory: CancelledWhileFinishing(), preset="tiny", memory="auto"
+    )
+    await run_burst(settings, slot)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.CANCELLED and job.result_path is None
+    events = await events_of(bot_store, job_id)
+    assert events[-1].kind is EventKind.CANCELLED and not kinds(events, EventKind.DONE)
+    assert any("cancelled: its cancel came" in r.getMessage() for r in caplog.records)
 
 
 # ---- failures --------------------------------------------------------------------

@@ -28,7 +28,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.adapters import AdapterStartFailed, PostingGuard, token_source
-from bot.discord.client import FramepackClient, answer
+from bot.discord.client import MESSAGE_LIMIT, FramepackClient, answer
 from bot.discord.commands import build_commands
 from bot.discord.messages import PLATFORM, DiscordJobMessages
 from bot.discord.render import MIN_UPLOAD_LIMIT
@@ -332,6 +332,16 @@ class DiscordAdapter:
     async def deliver(self, job: Job, view: JobView) -> None:
         """The final view: the finished video (or why there is none) and its buttons."""
         await self.messages.deliver(job, view)
+
+    async def notify_admins(self, text: str) -> None:
+        """A direct message to each admin named in the config (members with Manage
+        Server are admins too, but the bot cannot know them all)."""
+        for admin in self.settings.admins:
+            try:
+                user = await self.client.fetch_user(admin)
+                await user.send(text[:MESSAGE_LIMIT])
+            except discord.HTTPException as exc:
+                log.warning("discord: could not tell admin %s: %s", admin, exc)
 
 
 def create_discord_adapter(service: BotService, on_change: Callable[[], None]) -> DiscordAdapter:

@@ -107,6 +107,15 @@ class TelegramAdapter:
         """Put the final view in the job's message; raises so the tracker retries."""
         await self.messages.deliver(job, view)
 
+    async def notify_admins(self, text: str) -> None:
+        """A private message to each configured admin (one who never started the bot
+        cannot be written to: Telegram refuses, and the log line stands)."""
+        for admin in sorted(self.admins):
+            try:
+                await self.pacer.call(admin, lambda a=admin: self.app.bot.send_message(a, text))
+            except TelegramError as exc:
+                log.warning("telegram: could not tell admin %s: %s", admin, exc)
+
     def _build_application(self) -> Application:
         calls, polling = bot_api_requests(self.telegram.base_url)
         builder = (

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from framepack.video.ffmpeg import COLOUR_TAGS, VideoError, atomic_path, ffmpeg_exe, last_lines
+from framepack.video.ffmpeg import (
+    COLOUR_FRAMES,
+    COLOUR_TAGS,
+    VideoError,
+    atomic_path,
+    ffmpeg_exe,
+    last_lines,
+)
 
 DEFAULT_FPS = 30
 DEFAULT_CRF = 16
@@ -25,18 +32,26 @@ MIN_CRF = 1
 MAX_CRF = 51
 
 
-def _metadata_args(metadata: Mapping[str, str] | None) -> list[str]:
-    if not metadata:
-        return []
+def ffmetadata(metadata: Mapping[str, str]) -> str:
+    """`metadata` as an FFMETADATA1 file: all of it as one JSON object in `comment` (the
+    one free-text tag that MP4 players, exiftool and ffmpeg all read) and the prompt as
+    `title` (players show it). A file, not `-metadata` arguments: a prompt on ffmpeg's
+    command line would show in every `ps` while a video encodes."""
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
-    # All of it as one JSON object in `comment`, the one free-text tag that MP4
-    # players, exiftool and ffmpeg all read; `title` shows the prompt in players.
-    args = ["-metadata", "comment=" + json.dumps(dict(metadata), ensure_ascii=False)]
+    tags = {"comment": json.dumps(dict(metadata), ensure_ascii=False)}
     if "prompt" in metadata:
-        args += ["-metadata", "title=" + metadata["prompt"]]
-    return args
+        tags["title"] = metadata["prompt"]
+    lines = [";FFMETADATA1"]
+    lines += [f"{_escape(key)}={_escape(value)}" for key, value in tags.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    for char in "\\=;#\n":
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def encode_mp4(
@@ -74,15 +89,24 @@ def encode_mp4(
         frames = np.pad(frames, pad, mode="edge")
     height, width = frames.shape[1:3]
 
+    with tempfile.TemporaryDirectory(prefix="fpb-encode-") as scratch:
+        tags = Path(scratch) / "metadata.txt"
+        tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
+        _encode(frames, path, fps=fps, crf=crf, preset=preset, tags=tags)
+    return path
+
+
+def _encode(frames: np.ndarray, path: Path, *, fps: int, crf: int, preset: str, tags: Path) -> None:
+    _, height, width, _ = frames.shape
     args = [
         "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
         "-i", "pipe:0",
+        "-f", "ffmetadata", "-i", str(tags), "-map", "0:v", "-map_metadata", "1",
         "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-        "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+        "-vf", f"scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,{COLOUR_FRAMES}",
         *COLOUR_TAGS,
         "-movflags", "+faststart",
-        *_metadata_args(metadata),
     ]  # fmt: skip
     with atomic_path(path) as tmp, tempfile.TemporaryFile() as stderr:
         # stderr to a file, not a pipe: a chatty ffmpeg cannot then block while
@@ -106,4 +130,3 @@ def encode_mp4(
         if returncode != 0:
             stderr.seek(0)
             raise VideoError(f"ffmpeg could not encode {path.name}: {last_lines(stderr.read())}")
-    return path

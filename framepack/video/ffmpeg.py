@@ -61,7 +61,10 @@ def atomic_path(dst: Path) -> Iterator[Path]:
 
 
 # H.264 in yuv420p, tagged BT.709 (what players assume for video) so the colours
-# come back as they went in.
+# come back as they went in. The tags go on the frames too (a filter after the
+# scale): the frames' own properties, which the scale filter leaves unset for
+# primaries and transfer, override the stream options in the file's tags.
+COLOUR_FRAMES = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"
 COLOUR_TAGS = (
     "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
     "-color_range", "tv",

@@ -55,6 +55,7 @@ class Lease:
             self.cancelled.set()
 
     async def _beat(self) -> None:
+        failing = False  # one log line per run of failed beats, not one per beat
         while True:
             await asyncio.sleep(self.interval)
             try:
@@ -63,5 +64,11 @@ class Lease:
             except JobLost:
                 self.lost.set()
                 return
-            except Exception as exc:  # a busy database: the next beat may pass
-                log.warning("job %d: heartbeat failed (%s)", self.job_id, exc)
+            except Exception as exc:  # a busy or full database: a later beat may pass
+                if not failing:
+                    log.warning("job %d: heartbeat failed (%s)", self.job_id, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("job %d: heartbeat works again", self.job_id)
+            failing = False

@@ -17,8 +17,10 @@ and ends with the same frames. SIGTERM or SIGINT stops at the next step
 boundary, keeps that checkpoint and puts the job back (`JobStore.release`).
 
 Failures: a CUDA out-of-memory error is retried once in the next lower memory
-mode (the job resumes from its checkpoint); any other error fails the job with
-a short reason for its owner, and the traceback goes to the log.
+mode (the job resumes from its checkpoint); a full disk fails nothing (the job
+goes back to the queue once there is room, and no job is claimed meanwhile);
+any other error fails the job with a short reason for its owner, and the
+traceback goes to the log.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from framepack.worker.events import JobLog, RenderTimes
 from framepack.worker.lease import Lease
 from framepack.worker.render import EngineStalled, JobFailed, Renderer
 from storage.config import Settings
-from storage.files import DataDir
-from storage.records import Job, Timing
+from storage.files import DataDir, DiskFull, is_disk_full
+from storage.records import Job, JobStatus, Timing
 from storage.store import JobLost, JobStore, QueueLimits
 
 log = logging.getLogger("framepack.worker")
 
 IDLE_POLL = 1.0  # seconds between two claims while the queue is empty
+ROOM_POLL = 2.0  # seconds between two looks at the free space of a full disk
 # Seconds without an event from the engine after which the GPU is taken to hang
 # (a driver fault). The slowest legitimate gap is a long video's final encode
 # or a section's decode in the low memory mode: minutes, not a quarter hour.
@@ -98,6 +101,7 @@ class Worker:
         try:
             await self._load()
             while not self.stopping.is_set():
+                await self._wait_for_room()
                 job = await self.store.claim(self.worker_id)
                 if job is not None:
                     idle = False
@@ -159,6 +163,9 @@ class Worker:
             job_log("!", f"the engine made no progress for {stall:.0f} s", logging.ERROR)
             raise
         except Exception as exc:
+            if is_disk_full(exc):
+                await self._out_of_room(job, lease, job_log)
+                return
             await lease.stop()
             await self._fail(job, job_log, exc)
             return
@@ -187,6 +194,9 @@ class Worker:
                 deliver, done.video, self.data.videos_dir(job.id), job.upload_limit
             )
         except Exception as exc:
+            if is_disk_full(exc):  # it resumes after its last section: the files again
+                await self._out_of_room(job, lease, job_log)
+                return
             await lease.stop()
             await self._fail(job, job_log, exc)
             return
@@ -208,7 +218,7 @@ class Worker:
             job_log("!", f"no copy fits the upload limit: {files.too_large}", logging.WARNING)
         await lease.stop()
         try:
-            await self.store.complete(
+            ended = await self.store.complete(
                 job.id,
                 self.worker_id,
                 result_path=str(files.final),
@@ -238,8 +248,54 @@ class Worker:
             # the next worker finishes it from its checkpoint.
             log.exception("job %d: could not record it as done", job.id)
             return
+        if ended.status is JobStatus.CANCELLED:
+            job_log("⊘", "cancelled: its cancel came while it was finishing")
+            return
         job_log("✓", f"done in {render_seconds:.1f} s: {done.frames} frames, "
                 f"{done.width}x{done.height}")  # fmt: skip
+
+    # ---- a full disk -------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        return self.data.free_bytes() >= self.settings.storage.min_free_mb * 1_000_000
+
+    async def _wait_for_room(self) -> None:
+        """Claim nothing while the data dir's disk is too full: the job would fail."""
+        if self._has_room():
+            return
+        log.error(
+            "worker %s: the disk of %s has less than [storage] min_free_mb free; jobs wait "
+            "until there is room",
+            self.worker_id,
+            self.data.root,
+        )
+        while not self.stopping.is_set() and not self._has_room():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+        if not self.stopping.is_set():
+            log.info("worker %s: there is room on the disk again", self.worker_id)
+
+    async def _out_of_room(self, job: Job, lease: Lease, job_log: JobLog) -> None:
+        """The disk filled up under a job: it goes back to the queue once there is room
+        (the attempt does not count) and resumes from its last finished section."""
+        job_log("!", "the disk is full; it resumes when there is room", logging.ERROR)
+        try:
+            while not self._has_room() and not self.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+            while True:
+                try:
+                    await self.store.release(job.id, self.worker_id, "the disk was full")
+                    break
+                except DiskFull:  # the database cannot grow yet either
+                    if self.stopping.is_set():
+                        return  # its heartbeat stops: it goes back to the queue when stale
+                    await asyncio.sleep(ROOM_POLL)
+            job_log("↩", "released: there is room again")
+        except JobLost:
+            job_log("!", "lost: another worker has it now", logging.WARNING)
+        finally:
+            await lease.stop()
 
     # ---- the other ends --------------------------------------------------------
 
