@@ -682,3 +682,32 @@ async def test_a_wrong_token_or_no_bot_api_stops_run_with_a_sentence(
         assert said in log, log
         assert "Traceback" not in log and "WRONG" not in log, log
         assert fake.token not in log, log
+
+
+# ---- an outage of the Bot API -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["500s", "held requests"])
+async def test_an_animate_sent_during_an_outage_is_served_when_the_api_answers_again(
+    held: bool, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getFile and the download fail for a while (500s, or requests nobody answers):
+    the member still gets the job's message once Telegram answers, not silence."""
+    from telegram.request import HTTPXRequest
+
+    if held:  # held requests end by the client's own timeout: a short one keeps this fast
+        real_init = HTTPXRequest.__init__
+
+        def short(self: HTTPXRequest, *args: object, **kwargs: object) -> None:
+            real_init(self, *args, **{**kwargs, "read_timeout": 1.0})  # type: ignore[arg-type]
+
+        monkeypatch.setattr(HTTPXRequest, "__init__", short)
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake):
+        fake.outage(6.0, held=held)
+        sent = fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat waves")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER), timeout=30)
+    assert message.reply_to_message_id == sent.message_id
+    assert message.text.startswith("⏳ Queued")
+    assert any(not c.ok for c in fake.calls_to("getFile")) or held  # the outage was met
+    assert replies(fake, USER) == []  # no "something went wrong"

@@ -40,7 +40,7 @@ from bot.requests import (
 from bot.service import ADMIN_HELP, BotService, Requester, help_text
 from bot.telegram.messages import PLATFORM, JobMessages, reply_to, upload_limit
 from bot.telegram.network import TELEGRAM_API, bot_api_requests
-from bot.telegram.pacing import Pacer
+from bot.telegram.pacing import Pacer, is_outage, through_outage
 from bot.telegram.pictures import DOWNLOAD_LIMIT, download, find_picture
 from bot.telegram.render import fit_text, parse_callback
 from storage.records import Job
@@ -213,7 +213,19 @@ class TelegramAdapter:
         limit = self.settings.generation.max_image_bytes
         if not self.telegram.base_url:
             limit = min(limit, DOWNLOAD_LIMIT)
-        data = await download(self.app.bot, picture, limit)
+        # a download is only a read: tried again through an outage of the Bot API, so an
+        # /animate sent meanwhile is served once it answers again
+        try:
+            data = await through_outage(
+                lambda: download(self.app.bot, picture, limit), what="a picture's download"
+            )
+        except NetworkError as error:
+            if not is_outage(error):
+                raise
+            raise UserError(
+                "Telegram did not hand me your picture (it did not answer for a few minutes). "
+                "Please send it again."
+            ) from None
         async with self.guard.posting() as token:
             job = await self.service.animate(
                 self._who(update),
@@ -223,8 +235,18 @@ class TelegramAdapter:
                 origin={"reply_to": message.message_id, "token": token},
             )
             photo_id = picture.file_id if picture.is_photo else None
-            await self.messages.post_new(job, message.message_id, photo_id)
+            await self._post_new(job, message.message_id, photo_id)
         self.on_change()
+
+    async def _post_new(self, job: Job, reply_id: int, photo_id: str | None = None) -> None:
+        """Post a new job's message; in an outage the tracker posts it once Telegram
+        answers (the job is queued either way)."""
+        try:
+            await self.messages.post_new(job, reply_id, photo_id)
+        except NetworkError as error:
+            if not is_outage(error):
+                raise
+            log.warning("job %d: its message waits for the Bot API (%s)", job.id, error)
 
     async def on_queue(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/queue: what is rendering and waiting."""
@@ -333,7 +355,7 @@ class TelegramAdapter:
                 origin={"reply_to": reply_id, "token": token},
             )
             await query.answer(f"🎲 Queued again as job #{job.id} with seed {job.params.seed}.")
-            await self.messages.post_new(job, reply_id)
+            await self._post_new(job, reply_id)
         self.on_change()
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -377,12 +399,18 @@ class TelegramAdapter:
         return "", args
 
     async def _reply(self, update: Update, text: str) -> None:
+        """A text reply; through an outage too (a second copy would be harmless, a lost
+        answer to an /animate is not)."""
         message = update.effective_message
         if message is None:
             return
-        await self.pacer.call(
-            message.chat_id,
-            lambda: self.app.bot.send_message(
-                message.chat_id, fit_text(text), reply_parameters=reply_to(message.message_id)
-            ),
-        )
+
+        async def send() -> object:
+            return await self.pacer.call(
+                message.chat_id,
+                lambda: self.app.bot.send_message(
+                    message.chat_id, fit_text(text), reply_parameters=reply_to(message.message_id)
+                ),
+            )
+
+        await through_outage(send, what="a reply")

@@ -12,14 +12,16 @@ and the same call is tried again: a delivery is never dropped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter
 
 from bot.throttle import RateLimiter
 
@@ -29,6 +31,11 @@ CHAT_PACE = [(1, 1.1)]  # about one message or edit a second in a chat (a little
 GROUP_PACE = [(20, 61.0)]  # and twenty a minute in a group
 BOT_PACE = [(28, 1.0)]  # a little under Telegram's ~30 messages a second for a bot
 BOT = "bot"  # the key of the pace that holds every chat
+# How long a call that only reads (a picture's download) or whose repeat is harmless
+# (a text reply) is tried again through an outage of the Bot API: its 5xx answers and
+# timeouts of a minute or two are seen in the wild. Back-off from 1 s to 15 s.
+OUTAGE_PATIENCE = 180.0
+OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 T = TypeVar("T")
 
@@ -75,3 +82,30 @@ class Pacer:
                     "for the whole bot" if chat_id > 0 else f"in chat {chat_id}",
                     wait,
                 )
+
+
+def is_outage(error: BaseException) -> bool:
+    """A failure of the Bot API itself (a 5xx, a timeout, no connection), not of the call
+    (a 400 is a NetworkError too in PTB, and no retry changes it)."""
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+
+
+async def through_outage(
+    request: Callable[[], Awaitable[T]], *, what: str, patience: float | None = None
+) -> T:
+    """`request()`, tried again with back-off while the Bot API is out, for at most
+    `patience` seconds (then its last error is raised)."""
+    patience = OUTAGE_PATIENCE if patience is None else patience
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    for attempt in itertools.count():
+        try:
+            return await request()
+        except NetworkError as error:
+            wait = OUTAGE_BACKOFF[min(attempt, len(OUTAGE_BACKOFF) - 1)]
+            if not is_outage(error) or loop.time() + wait > deadline:
+                raise
+            if attempt == 0:
+                log.warning("telegram: the Bot API is out (%s); trying %s again", error, what)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")

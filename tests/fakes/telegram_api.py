@@ -184,6 +184,7 @@ class MessageState:
     entities: tuple[Entity, ...] = ()
     keyboard: Keyboard = ()
     files: tuple[StoredFile, ...] = ()  # a photo's sizes smallest first; else one file
+    at: float = field(default=0.0, compare=False)  # when the fake took it (its clock)
 
     @property
     def file(self) -> StoredFile | None:
@@ -396,6 +397,8 @@ class FakeTelegram:
         self._callbacks: dict[str, _PendingCallback] = {}
         self._callback_ids = itertools.count(1_000_001)
         self._forced_429s: dict[str, deque[int]] = defaultdict(deque)
+        self._outages: dict[str, tuple[float, bool]] = {}  # method -> (until, held)
+        self.handler_errors: list[BaseException] = []  # the fake's own crashes
         self._poll_generation = 0
         self.waiting_polls = 0  # getUpdates requests held open now
         self._changed = asyncio.Event()
@@ -471,6 +474,10 @@ class FakeTelegram:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+        if self.handler_errors and exc is None:
+            raise AssertionError(
+                f"the fake Bot API crashed in its own handler: {self.handler_errors!r}"
+            ) from self.handler_errors[0]
 
     @property
     def port(self) -> int:
@@ -501,6 +508,29 @@ class FakeTelegram:
     def force_retry_after(self, method: str, seconds: int, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with 429 and ``retry_after``."""
         self._forced_429s[method.lower()].extend([seconds] * times)
+
+    def outage(
+        self, seconds: float, *, methods: tuple[str, ...] = ("getFile", "download"), held: bool
+    ) -> None:
+        """The Bot API out for `seconds` for these methods ("download": the file URL):
+        500s, or (`held`) requests left unanswered until it is over, then a 502."""
+        until = self._clock() + seconds
+        for method in methods:
+            self._outages[method.lower()] = (until, held)
+
+    async def _out(self, method: str) -> None:
+        found = self._outages.get(method.lower())
+        if found is None:
+            return
+        until, held = found
+        now = self._clock()
+        if now >= until:
+            del self._outages[method.lower()]
+            return
+        if held:
+            await asyncio.sleep(until - now)
+            raise ApiError(502, "Bad Gateway")
+        raise ApiError(500, "Internal Server Error")
 
     def user_blocks_bot(self, user_id: int) -> None:
         """Sends to the user's private chat answer 403 from now on."""
@@ -648,6 +678,7 @@ class FakeTelegram:
             params, uploads = await _read_params(request)
             if handler is None:
                 raise ApiError(404, "Not Found")
+            await self._out(name)
             limit = self.file_limits.upload
             if limit is not None and sum(u.size for u in uploads.values()) > limit:
                 raise ApiError(413, "Request Entity Too Large")
@@ -664,6 +695,9 @@ class FakeTelegram:
             status, body = error.code, error.body()
             if error.code == 429:
                 self.too_many_requests += 1
+        except Exception as crash:  # the fake's own bug: the test that met it fails
+            self.handler_errors.append(crash)
+            raise
         self.calls.append(Call(name, {**params, **uploads}, status, body, self._clock()))
         self._touch()
         return web.json_response(body, status=status)
@@ -671,6 +705,7 @@ class FakeTelegram:
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
         try:
             self._check_token(request.match_info["token"])
+            await self._out("download")
         except ApiError as error:
             return web.json_response(error.body(), status=error.code)
         stored = self._files_by_path.get(request.match_info["path"])
@@ -959,7 +994,7 @@ class FakeTelegram:
     def _edit(self, message: Message, new: MessageState) -> dict[str, Any]:
         if new.same_as(message.state):
             raise bad_request(NOT_MODIFIED)
-        message.history.append(new)
+        message.history.append(replace(new, at=self._clock()))
         message.edit_date = int(time.time())
         return self._message_json(message)
 
@@ -982,7 +1017,7 @@ class FakeTelegram:
             from_bot=from_bot,
             date=int(time.time()),
             reply_to_message_id=reply_to,
-            history=[state],
+            history=[replace(state, at=self._clock())],
         )
         self._messages[chat.id][message.message_id] = message
         return message
