@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from bot.adapters import AdapterFactory, ChatAdapter
 from bot.service import BotService
@@ -85,8 +86,10 @@ async def run_bots(
     *,
     factories: dict[str, AdapterFactory] | None = None,
     poll_interval: float | None = None,
+    on_tracker: Callable[[JobTracker], None] | None = None,
 ) -> None:
-    """Serve every enabled platform until `stop` is set."""
+    """Serve every enabled platform until `stop` is set (`on_tracker`: for tests that wait
+    for the tracker)."""
     if factories is None:
         check_can_run(settings)
         factories = enabled_adapters(settings)
@@ -113,6 +116,8 @@ async def run_bots(
             has_room=lambda: data.free_bytes() >= min_free,
             **extra,
         )
+        if on_tracker is not None:
+            on_tracker(tracker)
         for name, adapter in adapters.items():
             await adapter.start()
             log.info("%s: connected", name)

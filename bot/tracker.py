@@ -39,6 +39,7 @@ POSITIONS_INTERVAL = 5.0  # seconds between two refreshes of the queued jobs' po
 # queue's order at most this often, not once per new job.
 POSITIONS_MIN_INTERVAL = 1.0
 RETRY_DELIVERY = 15.0  # seconds before a failed delivery is tried again
+RETRY_EDIT = 5.0  # seconds before a failed progress edit is tried again (if nothing newer came)
 
 
 class _Sender:
@@ -62,6 +63,7 @@ class _Sender:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.finished = False
+        self.idle = asyncio.Event()  # nothing to send now (tests wait for it)
 
     def want(self, job: Job, view: JobView) -> None:
         """Show `view` next (it replaces any view still waiting)."""
@@ -79,7 +81,10 @@ class _Sender:
     async def _run(self) -> None:
         try:
             while True:
+                if not self._changed.is_set():
+                    self.idle.set()
                 await self._changed.wait()
+                self.idle.clear()
                 self._changed.clear()
                 assert self._wanted is not None
                 job, view = self._wanted
@@ -95,7 +100,11 @@ class _Sender:
                         await asyncio.wait_for(self._wait_for_final(), wait)
                     self._changed.set()  # look at the latest view again
                     continue
-                await self._show(job, view)
+                if not await self._show(job, view):
+                    # not shown: tried again, without waiting for the job to change
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_for_final(), RETRY_EDIT)
+                    self._changed.set()
         finally:
             if self.finished:
                 self.tracker.forget(self.job_id)
@@ -105,14 +114,16 @@ class _Sender:
             self._changed.clear()
             await self._changed.wait()
 
-    async def _show(self, job: Job, view: JobView) -> None:
+    async def _show(self, job: Job, view: JobView) -> bool:
+        """Whether the message shows `view` now."""
         self._shown_at = self.clock()
         try:
             await self.notifier.show(job, view)
-        except Exception as exc:  # a failed edit is tried again with the next change
+        except Exception as exc:
             log.warning("job %d: could not update its message: %s", job.id, exc)
-            return
+            return False
         self._shown = view.signature()
+        return True
 
     async def _deliver(self, job: Job, view: JobView) -> None:
         """The final view, until the platform takes it; then recorded as delivered."""
@@ -170,6 +181,7 @@ class JobTracker:
         try:
             await self.recover()
             self.recovered.set()
+            log.info("tracker: the start-up pass is done (%d open jobs)", len(self._senders))
             while not stop.is_set():
                 try:
                     await self.poll_once()
@@ -252,6 +264,20 @@ class JobTracker:
 
     def forget(self, job_id: int) -> None:
         self._senders.pop(job_id, None)
+
+    async def settled(self) -> None:
+        """Once the start-up pass has run and no message has anything left to send (for
+        tests that assert what was not sent)."""
+        await self.recovered.wait()
+        while True:
+            senders = list(self._senders.values())
+            busy = [s for s in senders if not s.idle.is_set()]
+            if not busy:
+                return
+            waits = [asyncio.create_task(s.idle.wait()) for s in busy]
+            await asyncio.wait(waits, timeout=0.5)  # a sender may be done and gone meanwhile
+            for wait in waits:
+                wait.cancel()
 
     async def _refresh(self, changed: set[int], *, force_positions: bool = False) -> None:
         now = self.clock()

@@ -24,6 +24,7 @@ from PIL import Image
 
 from bot.app import run_bots
 from bot.discord.adapter import DiscordAdapter
+from bot.tracker import JobTracker
 from framepack.engine.previews import save_png
 from framepack.video.encode import encode_mp4
 from framepack.worker.delivery import deliver
@@ -163,6 +164,7 @@ class Scene:
     adapters: list[DiscordAdapter] = field(default_factory=list)
     _stop: asyncio.Event | None = None
     _task: asyncio.Task[None] | None = None
+    trackers: list[JobTracker] = dataclasses.field(default_factory=list)
 
     @property
     def data(self) -> DataDir:
@@ -190,7 +192,13 @@ class Scene:
 
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(
-            run_bots(self.settings, self._stop, factories={"discord": factory}, poll_interval=0.05)
+            run_bots(
+                self.settings,
+                self._stop,
+                factories={"discord": factory},
+                poll_interval=0.05,
+                on_tracker=self.trackers.append,
+            )
         )
         await asyncio.wait_for(created.wait(), 10)
         ready = asyncio.create_task(self.adapter.client.ready.wait())
@@ -211,6 +219,10 @@ class Scene:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+    async def settled(self) -> None:
+        """Once the running bot's start-up pass has run and it has nothing left to send."""
+        await asyncio.wait_for(self.trackers[-1].settled(), 30)
 
     async def animate(
         self,

@@ -21,6 +21,7 @@ from PIL import Image
 from bot.app import run_bots
 from bot.service import BotService
 from bot.telegram.adapter import TelegramAdapter
+from bot.tracker import JobTracker
 from storage.config import Secret, Settings, parse_settings
 from storage.files import DataDir, write_atomic
 from storage.records import EventKind, Job
@@ -95,22 +96,40 @@ async def running_bot(
     """The bot process's `run_bots` with the real adapter, on this loop, until the block ends."""
     stop = asyncio.Event()
     made: list[TelegramAdapter] = []
+    trackers: list[JobTracker] = []
 
     def factory(service: BotService, on_change: Any) -> TelegramAdapter:
         made.append(TelegramAdapter(service, on_change))
         return made[0]
 
     task = asyncio.create_task(
-        run_bots(settings, stop, factories={"telegram": factory}, poll_interval=poll_interval)
+        run_bots(
+            settings,
+            stop,
+            factories={"telegram": factory},
+            poll_interval=poll_interval,
+            on_tracker=trackers.append,
+        )
     )
     await fake.wait_for(lambda: task.done() or fake.waiting_polls > 0 or fake.pending_updates)
     if task.done():
         task.result()  # raises what stopped it
+    _TRACKERS[made[0]] = trackers[0]
     try:
         yield made[0]
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+_TRACKERS: dict[TelegramAdapter, JobTracker] = {}
+
+
+async def settled(adapter: TelegramAdapter) -> None:
+    """Once the running bot's start-up pass has run and it has nothing left to send: a
+    test may then assert that something was not sent (a fixed sleep could come before
+    the pass even started)."""
+    await asyncio.wait_for(_TRACKERS[adapter].settled(), 30)
 
 
 class StandInWorker:

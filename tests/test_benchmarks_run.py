@@ -46,3 +46,10 @@ def test_the_video_benchmark_judges_the_fitted_copies() -> None:
     out = proc.stdout
     assert "4 s  0.25 MiB" in out and "targets (used >= 95 %" in out, out + proc.stderr
     assert "rerun: python benchmarks/video.py --seconds 4 --limits 0.25" in out
+
+
+@pytest.mark.slow
+def test_the_worker_benchmark_judges_its_overhead() -> None:
+    proc = run("worker.py", "--jobs", "2", "--steps", "1", "--upload-limit", "20000")
+    assert "target < 0.5 s each: " in proc.stdout, proc.stdout + proc.stderr
+    assert "rerun: python benchmarks/worker.py --jobs 2 --steps 1" in proc.stdout

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
+import time
+import zlib
 
 import pytest
 from PIL import Image
@@ -69,9 +73,38 @@ def test_too_many_bytes() -> None:
         check(picture("PNG", (400, 400)), max_bytes=1000)
 
 
-def test_too_many_pixels_decompression_bomb() -> None:
-    with pytest.raises(UserError, match="megapixels"):
-        check(picture("PNG", (3000, 3000)), max_pixels=1_000_000)
+@functools.cache
+def png_bomb(side: int) -> bytes:
+    """An RGB PNG `side` pixels square of zeros: 236 kB for 9000², which decoding
+    turns into 243 MB (and most of a second)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * side)
+    pixels = b"".join([*(packer.compress(row) for _ in range(side)), packer.flush()])
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_too_many_pixels_is_refused_from_the_header_before_any_decoding() -> None:
+    """81 megapixels in 236 kB, under Pillow's own bomb limit (89 M) and over ours. A
+    check that decoded before it looked would spend most of a second and 243 MB on it."""
+    bomb = png_bomb(9000)
+    assert len(bomb) < 300_000
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="9000×9000 pixels; the most is 40 megapixels"):
+        check(bomb)
+    assert time.perf_counter() - started < 0.2
+
+
+def test_a_bomb_past_pillows_own_limit_is_refused_too() -> None:
+    with pytest.raises(UserError, match=r"megapixels|too many pixels"):
+        check(png_bomb(12000))
 
 
 def test_animated() -> None:

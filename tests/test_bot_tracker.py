@@ -7,6 +7,8 @@ the events and the tracker are the real ones.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ class RecordingNotifier:
     def __init__(self, edit_interval: float = 0.3, fail_deliveries: int = 0) -> None:
         self.edit_interval = edit_interval
         self.shown: list[tuple[int, JobView]] = []
+        self.shown_at: list[float] = []
         self.delivered: list[tuple[int, JobView]] = []
         self.fail_deliveries = fail_deliveries
         self.changed = asyncio.Event()
@@ -32,6 +35,7 @@ class RecordingNotifier:
 
     async def show(self, job: Job, view: JobView) -> None:
         self.shown.append((job.id, view))
+        self.shown_at.append(time.monotonic())
         self.changed.set()
 
     async def notify_admins(self, text: str) -> None:
@@ -155,7 +159,7 @@ async def test_edits_are_throttled_latest_view_wins_final_once(tmp_path: Path) -
         assert len(notifier.shown) <= burst + 1  # the burst collapsed into its latest view
         # nothing changes: no further edits
         count = len(notifier.shown)
-        await asyncio.sleep(0.5)
+        await tracker.settled()
         assert len(notifier.shown) == count
         await store.complete(
             job.id, "w", result_path="/v/final.mp4", metadata={"render_seconds": 12}
@@ -170,8 +174,11 @@ async def test_edits_are_throttled_latest_view_wins_final_once(tmp_path: Path) -
         )
         assert "rendered in 12 s" in notifier.delivered[0][1].text()
         assert (await store.get(job_id)).delivered_at is not None
-        # every edit respected the interval
-        assert tracker is not None
+        # every edit of the job's message respected the interval
+        shown = zip(notifier.shown, notifier.shown_at, strict=True)
+        times = [at for (shown_id, _), at in shown if shown_id == job_id]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 2 and all(gap >= 0.4 - 0.01 for gap in gaps), gaps
 
 
 async def test_delivery_is_retried_and_happens_once_across_restarts(
@@ -192,8 +199,8 @@ async def test_delivery_is_retried_and_happens_once_across_restarts(
         assert [d[0] for d in notifier.delivered] == [job_id]
     async with await JobStore.open(path) as store:
         again = RecordingNotifier()
-        _, stop, task = await running_tracker(store, again)
-        await asyncio.sleep(0.3)
+        tracker, stop, task = await running_tracker(store, again)
+        await tracker.settled()  # the start-up pass has run and sent what it had to
         stop.set()
         await task
         assert again.delivered == []  # delivered exactly once
@@ -215,3 +222,16 @@ async def test_queued_positions_move_when_the_queue_moves(tmp_path: Path) -> Non
         await wait_until(lambda: any(j == first for j, _ in notifier.delivered))
         stop.set()
         await task
+
+
+async def test_the_limiter_forgets_idle_chats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bot that met a million chats keeps the recent ones only, not one line each."""
+    monkeypatch.setattr("bot.throttle.IDLE_KEYS", 50)
+    now = [0.0]
+    limiter = RateLimiter([(1, 1.0)], clock=lambda: now[0])
+    for chat in range(500):
+        async with limiter.call(chat):
+            pass
+        now[0] += 0.1  # each chat's window is over 1 s later
+    assert len(limiter._lines) <= 50 + 11  # the last second's chats, and the new one
+    assert limiter.delay(499) > 0  # a chat still in its window is not forgotten

@@ -139,6 +139,10 @@ async def test_a_job_finished_while_the_bot_was_down_is_delivered_when_it_starts
     await scene.wait_for(lambda: message.embed["title"] == "✅ Done", "the finished video")
     assert message.attachment("framepack-1.mp4").size > 0
     await scene.wait_delivered(1)
+    await scene.restart()  # and once more: delivered once, whatever the restarts
+    await scene.settled()
+    titles = [s.embeds[0]["title"] for s in message.history if s.embeds]
+    assert titles.count("✅ Done") == 1, titles
 
     await scene.discord.reconnect_gateway()  # Discord drops the gateway now and then
     reply = await scene.animate()

@@ -234,7 +234,7 @@ async def test_a_channel_where_the_bot_cannot_post_queues_nothing(scene: Scene) 
     assert failed.replies[0].content.startswith("I could not post in this channel")
     [job] = await scene.jobs()
     assert job.status is JobStatus.CANCELLED and job.delivered_at is not None
-    await asyncio.sleep(0.3)  # the tracker has seen the job: it must not post it either
+    await scene.settled()  # the tracker has seen the job: it must not post it either
     assert scene.channel.messages == []
 
 

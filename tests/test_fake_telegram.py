@@ -259,6 +259,39 @@ async def test_captions_and_texts_are_measured_after_entity_parsing(
     assert fake.messages(USER)[-1].text == "a cat <3"
 
 
+async def test_lengths_are_counted_in_utf16_units_as_telegram_counts_them(
+    bot: Bot, fake: FakeTelegram
+) -> None:
+    """An emoji outside the BMP is two units: 600 of them are 1200, over the 1024."""
+    fake.user_sends_text(user_id=USER, text="/start")
+    with pytest.raises(BadRequest, match="Message caption is too long"):
+        await bot.send_photo(USER, png(), caption="🐈" * 600)
+    await bot.send_photo(USER, png(), caption="🐈" * 512)
+    with pytest.raises(BadRequest, match="Message is too long"):
+        await bot.send_message(USER, "🐈" * 2049)
+
+
+async def test_photos_over_10_mb_and_videos_that_are_no_mp4_are_refused(
+    bot: Bot, fake: FakeTelegram
+) -> None:
+    fake.user_sends_text(user_id=USER, text="/start")
+    with pytest.raises(BadRequest, match="Photo_invalid_dimensions"):
+        await bot.send_photo(USER, png() + b"\0" * 10_000_000)
+    with pytest.raises(BadRequest, match="Wrong type"):
+        await bot.send_video(USER, b"not a video at all, just bytes")
+    assert fake.messages(USER) == []
+
+
+async def test_a_crash_of_the_fake_itself_fails_the_test_that_met_it() -> None:
+    fake = FakeTelegram()
+    await fake.start()
+    fake._methods["getme"] = ("getMe", lambda params, uploads: 1 / 0)  # a bug of the fake
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await Bot(fake.token, base_url=fake.base_url).get_me()
+    with pytest.raises(AssertionError, match="crashed in its own handler"):
+        await fake.__aexit__(None, None, None)
+
+
 async def test_a_forced_429_raises_retry_after_then_the_call_goes_through(
     bot: Bot, fake: FakeTelegram
 ) -> None:

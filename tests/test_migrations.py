@@ -91,3 +91,33 @@ def test_a_newer_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
         open_database(path)
     assert path.read_bytes() == before
     assert not path.with_name("db-wal").exists()  # not switched to WAL
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_run_and_worker_refuse_a_newer_database_in_one_line(tmp_path: Path, command: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "framepack-bot.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = path.read_bytes()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[storage]\ndata_dir = "{data}"\n[model]\npreset = "tiny"\n[telegram]\nenabled = true\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "framepack_bot.cli", command, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TELEGRAM_BOT_TOKEN": "123:abc"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "upgrade framepack-bot" in proc.stderr
+    assert path.read_bytes() == before and not path.with_name(path.name + "-wal").exists()

@@ -189,3 +189,64 @@ async def test_sigterm_to_run_stops_the_bots_and_the_worker_which_releases_its_j
     assert job.status is JobStatus.QUEUED
     assert (await events_of(store, job_id))[-1].kind is EventKind.REQUEUED
     await store.close()
+
+
+async def test_the_worker_gets_no_chat_token_and_dies_with_run(tmp_path: Path) -> None:
+    """The worker never needs the bot tokens: they are not in its environment (any
+    process of the user could read /proc/PID/environ). And a worker whose `run` was
+    killed with SIGKILL stops too (it asked for its parent's death signal itself)."""
+    config = write_config(
+        tmp_path,
+        telegram={"token_env": "FPB_SECRET_TG"},
+        discord={"token_env": "FPB_SECRET_DC"},
+    )
+    settings = settings_of(config)
+    seen = tmp_path / "environ"
+    # a worker that records what it was given, then waits like one
+    worker = child(f"""
+        import os, time
+        from framepack_bot.supervisor import die_with_supervisor
+        die_with_supervisor()
+        with open({str(seen)!r}, "w") as f:
+            f.write("\\n".join(sorted(os.environ)))
+        time.sleep(120)
+    """)
+    serve_once = f"""
+import asyncio, functools, sys
+sys.path.insert(0, {str(REPO)!r})
+from bot.app import run_bots
+from framepack_bot.supervisor import serve
+from storage.config import load_settings
+
+async def main():
+    return await serve(load_settings({str(config)!r}), functools.partial(run_bots, factories={{}}),
+                       command={worker!r})
+sys.exit(asyncio.run(main()))
+"""
+    env = {
+        **worker_env(),
+        "FPB_SECRET_TG": "123:telegram-secret",
+        "FPB_SECRET_DC": "discord-secret",
+    }
+    run = subprocess.Popen([sys.executable, "-c", serve_once], cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not seen.exists() or not seen.read_text():
+            assert time.monotonic() < deadline, "the worker did not start"
+            await asyncio.sleep(0.1)
+        names = seen.read_text().split()
+        assert "FPB_SECRET_TG" not in names and "FPB_SECRET_DC" not in names
+        assert "FRAMEPACK_BOT_SUPERVISOR_PID" in names and "PATH" in names
+        ps = subprocess.run(["pgrep", "-f", str(seen)], capture_output=True, text=True)
+        worker_pids = [int(p) for p in ps.stdout.split()]
+        assert worker_pids
+        run.kill()  # SIGKILL: run cannot stop its worker itself
+        run.wait(10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in worker_pids):
+            assert time.monotonic() < deadline, "the worker outlived its run"
+            await asyncio.sleep(0.1)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert settings.telegram.token_env == "FPB_SECRET_TG"

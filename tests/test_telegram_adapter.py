@@ -35,6 +35,7 @@ from tests.telegram_harness import (
     png,
     replies,
     running_bot,
+    settled,
 )
 
 # python-telegram-bot warns about its own RetryAfter constructor (the int form of retry_after).
@@ -368,14 +369,15 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
     settings = make_settings(tmp_path, fake)
     worker = await stand_in(settings)
     async with running_bot(settings, fake) as adapter:
-        fake.force_retry_after("sendPhoto", 1)
+        # 3 s: longer than the chat's own pace (1.1 s), so only honouring it waits this long
+        fake.force_retry_after("sendPhoto", 3)
         fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
         (message,) = await fake.wait_for(lambda: job_messages(fake, USER), timeout=10)
         first, second = fake.calls_to("sendPhoto")
-        assert first.status == 429 and second.ok and second.at - first.at >= 1.0
+        assert first.status == 429 and second.ok and second.at - first.at >= 3.0
 
         job = await worker.claim()
-        fake.force_retry_after("editMessageMedia", 1, times=2)
+        fake.force_retry_after("editMessageMedia", 2, times=2)
         await worker.run(job)
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=15)
     assert message.kind == "video"
@@ -386,7 +388,30 @@ async def test_retry_after_is_honoured_and_the_final_delivery_is_never_lost(
     assert adapter.pacer.retry_afters == 3 and fake.too_many_requests == 3
     media_edits = fake.calls_to("editMessageMedia")
     assert [c.status for c in media_edits[:3]] == [429, 429, 200]
-    assert media_edits[2].at - media_edits[0].at >= 2.0
+    assert media_edits[1].at - media_edits[0].at >= 2.0
+    assert media_edits[2].at - media_edits[1].at >= 2.0
+
+
+async def test_a_429_in_a_group_holds_that_group_alone(tmp_path: Path, fake: FakeTelegram) -> None:
+    """A group's 429 is its own 20-a-minute limit: the group waits its retry_after, a
+    private chat goes on meanwhile."""
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake) as adapter:
+        fake.force_retry_after("sendPhoto", 3)
+        fake.user_sends_photo(
+            user_id=USER, image=png(), caption="/animate a cat", chat_id=GROUP, chat_type="group"
+        )
+        await fake.wait_for(lambda: fake.too_many_requests == 1, timeout=10)
+        fake.user_sends_photo(user_id=OTHER, image=png(), caption="/animate a dog")
+        await fake.wait_for(
+            lambda: job_messages(fake, GROUP) and job_messages(fake, OTHER), timeout=10
+        )
+    refused, *sent = fake.calls_to("sendPhoto")
+    by_chat = {c.params["chat_id"]: c for c in sent}
+    assert refused.status == 429 and refused.params["chat_id"] == GROUP
+    assert by_chat[GROUP].at - refused.at >= 3.0
+    assert by_chat[OTHER].at - refused.at < 2.0  # the private chat did not wait
+    assert adapter.pacer.retry_afters == 1
 
 
 async def test_a_429_in_a_private_chat_holds_every_chat_for_its_retry_after(
@@ -559,11 +584,14 @@ async def test_a_restarted_bot_edits_the_same_message_and_delivers_once(
     async with running_bot(settings, fake):
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
         cancel_press = message.history[0].keyboard[0][0].callback_data
-    async with running_bot(settings, fake):  # and once more: nothing is sent again
-        await asyncio.sleep(0.5)
+    async with running_bot(settings, fake) as adapter:  # and once more: nothing is sent again
+        await settled(adapter)
     assert len(job_messages(fake, USER)) == 1
     assert [s.text.startswith("✅ Done") for s in message.history].count(True) == 1
-    assert message.kind == "video" and message.edits == len(message.history) - 1
+    assert message.kind == "video"
+    # queued, rendering, then the video: the restarted bot edited the same message
+    heads = [s.text.split()[0] for s in message.history]
+    assert heads[0] == "⏳" and heads[-1] == "✅" and set(heads[1:-1]) == {"🎞"}, heads
     assert parse_callback(cancel_press) == ("cancel", job.id)
 
 
@@ -711,3 +739,48 @@ async def test_an_animate_sent_during_an_outage_is_served_when_the_api_answers_a
     assert message.text.startswith("⏳ Queued")
     assert any(not c.ok for c in fake.calls_to("getFile")) or held  # the outage was met
     assert replies(fake, USER) == []  # no "something went wrong"
+
+
+async def test_odd_job_numbers_and_forged_buttons_get_an_answer_not_a_crash(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Numbers no job can have, digits that are not 0-9, data without our prefix: each
+    is answered with a sentence (a button that spins until Telegram gives up, or
+    "something went wrong" with a traceback, was what they got)."""
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        for text in ("/cancel 99999999999999999999", "/cancel ²", "/cancel " + "9" * 5000):
+            fake.user_sends_text(user_id=USER, text=text)
+        await fake.wait_for(lambda: len(replies(fake, USER)) == 3, timeout=10)
+        forged = ["fpb:delete:" + "1" * 20, "fpb:cancel:²", "fpb:reroll:", "other:thing", "x"]
+        for data in forged:
+            fake.user_presses_button(
+                user_id=USER, chat_id=USER, message_id=message.message_id, data=data, forged=True
+            )
+        await fake.wait_for(lambda: len(fake.answered_callbacks) == len(forged), timeout=10)
+    assert replies(fake, USER) == ["Usage: /cancel [job number], e.g. /cancel 12"] * 3
+    answers = [a.text for a in fake.answered_callbacks]
+    assert answers == ["This button does not work any more."] * len(forged), answers
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_an_edit_telegram_refuses_is_tried_again_not_taken_as_shown(
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "message is not modified" means the message shows the view already. Any
+    other 400 leaves it showing the old one: the edit is tried again, even when the job
+    changes no more (it was recorded as shown and never sent again)."""
+    monkeypatch.setattr("bot.tracker.RETRY_EDIT", 0.5)
+    settings = make_settings(tmp_path, fake)
+    worker = await stand_in(settings)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(user_id=USER, image=png(), caption="/animate a cat")
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+        fake.force_error("editMessageCaption", "Bad Request: message caption is too long")
+        job = await worker.claim()
+        await worker.start(job)  # the one change: it renders
+        await fake.wait_for(lambda: "Rendering" in message.text, timeout=15)
+    refused, *later = fake.calls_to("editMessageCaption")
+    assert refused.status == 400 and later and later[0].ok

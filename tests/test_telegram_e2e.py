@@ -225,6 +225,14 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
     assert fake.provoked_429s == 0
 
 
+async def log_says(path: Path, words: str, *, times: int, timeout: float = 30.0) -> None:
+    """Wait until the log at `path` has `words` at least `times` times."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while path.read_text(errors="replace").count(words) < times:
+        assert asyncio.get_running_loop().time() < deadline, f"no {words!r} in {path}"
+        await asyncio.sleep(0.1)
+
+
 async def test_a_killed_bot_delivers_the_video_once_when_it_starts_again(tmp_path: Path) -> None:
     upload_limit = 50_000  # stands in for Telegram's 50 MB: the tiny video is larger
     async with FakeTelegram() as fake:
@@ -260,13 +268,15 @@ async def test_a_killed_bot_delivers_the_video_once_when_it_starts_again(tmp_pat
 
             async with process(bot_args, bot_log, fake):
                 await fake.wait_for(lambda: done(message), 30)
-                await asyncio.sleep(2.0)  # time for a second delivery, were there one
-            async with process(bot_args, bot_log, fake):  # and once more
-                await fake.wait_for(lambda: fake.waiting_polls, 30)
-                await asyncio.sleep(1.0)
+                await log_says(bot_log, "job 1 delivered (done)", times=1)
+            async with process(bot_args, bot_log, fake):  # and once more: nothing to deliver
+                # its start-up pass has run (it found nothing undelivered), and edited nothing
+                await log_says(bot_log, "tracker: the start-up pass is done", times=3)
 
     log = bot_log.read_text()
     assert "Traceback" not in log, log
+    for text in (log, worker_log.read_text()):  # the whole run's logs, not the start only
+        assert fake.token not in text and fake.token.split(":")[1] not in text
     assert len(job_messages(fake, USER)) == 1 and replies(fake, USER) == []
     finals = [s for s in message.history if s.text.startswith("✅ Done")]
     assert len(finals) == 1 and finals[0].kind == "video"

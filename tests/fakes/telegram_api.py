@@ -54,6 +54,7 @@ MiB = 1 << 20
 TEXT_LIMIT = 4096  # characters of a message's text, after entity parsing
 CAPTION_LIMIT = 1024  # characters of a media caption, after entity parsing
 CALLBACK_DATA_LIMIT = 64  # bytes of a button's callback_data
+PHOTO_LIMIT = 10 * 1000 * 1000  # bytes of a photo a bot uploads
 
 # Descriptions as Telegram words them; python-telegram-bot strips "Bad Request: " and
 # capitalises the rest into BadRequest.message.
@@ -397,6 +398,7 @@ class FakeTelegram:
         self._callbacks: dict[str, _PendingCallback] = {}
         self._callback_ids = itertools.count(1_000_001)
         self._forced_429s: dict[str, deque[int]] = defaultdict(deque)
+        self._forced_errors: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
         self._outages: dict[str, tuple[float, bool]] = {}  # method -> (until, held)
         self.handler_errors: list[BaseException] = []  # the fake's own crashes
         self._poll_generation = 0
@@ -509,6 +511,10 @@ class FakeTelegram:
         """Answer the next ``times`` calls of ``method`` with 429 and ``retry_after``."""
         self._forced_429s[method.lower()].extend([seconds] * times)
 
+    def force_error(self, method: str, description: str, *, code: int = 400) -> None:
+        """The next call of `method` is answered with this error (as Telegram words it)."""
+        self._forced_errors[method.lower()].append((code, description))
+
     def outage(
         self, seconds: float, *, methods: tuple[str, ...] = ("getFile", "download"), held: bool
     ) -> None:
@@ -605,10 +611,18 @@ class FakeTelegram:
         state = MessageState("animation", caption, _bot_commands(caption), files=(stored,))
         return self._user_message(user_id, chat_id, chat_type, state, reply_to)
 
-    def user_presses_button(self, *, user_id: int, chat_id: int, message_id: int, data: str) -> str:
-        """Press the inline button carrying ``data``; returns the callback query id."""
+    def user_presses_button(
+        self, *, user_id: int, chat_id: int, message_id: int, data: str, forged: bool = False
+    ) -> str:
+        """Press the inline button carrying ``data``; returns the callback query id.
+
+        `forged`: data no button carries, as a modified client can send (Telegram only
+        checks its length, at most 64 bytes)."""
         message = self.message(chat_id, message_id)
-        if message.deleted or not any(b.callback_data == data for b in message.buttons):
+        if len(data.encode()) > CALLBACK_DATA_LIMIT:
+            raise ValueError(f"callback data over {CALLBACK_DATA_LIMIT} bytes: {data!r}")
+        shown = any(b.callback_data == data for b in message.buttons)
+        if message.deleted or not (shown or forged):
             raise ValueError(
                 f"message {message_id} shows no button with data {data!r}: "
                 f"{[b.callback_data for b in message.buttons]}"
@@ -682,6 +696,9 @@ class FakeTelegram:
             limit = self.file_limits.upload
             if limit is not None and sum(u.size for u in uploads.values()) > limit:
                 raise ApiError(413, "Request Entity Too Large")
+            error = self._forced_errors.get(name.lower())
+            if error:
+                raise ApiError(*error.popleft())
             forced = self._forced_429s.get(name.lower())
             if forced:
                 seconds = forced.popleft()
@@ -1104,7 +1121,12 @@ class FakeTelegram:
         if not upload.data:
             raise bad_request("file must be non-empty")
         if kind == "photo":
+            if len(upload.data) > PHOTO_LIMIT:  # Telegram takes photos up to 10 MB
+                raise bad_request("PHOTO_INVALID_DIMENSIONS")
             return self._store_photo(upload.data)
+        if kind in ("video", "animation") and upload.data[4:8] != b"ftyp":
+            # what is no MP4 (no ftyp box first) Telegram cannot play as a video
+            raise bad_request("wrong type of the web page content")
         default_mime = "application/octet-stream" if kind == "document" else "video/mp4"
         stored = self._store_file(
             kind,
@@ -1356,12 +1378,13 @@ def _keyboard(params: dict[str, Any]) -> Keyboard:
 def _check_text(text: str) -> None:
     if not text:
         raise bad_request("message text is empty")
-    if len(text) > TEXT_LIMIT:
+    if _utf16_len(text) > TEXT_LIMIT:
         raise bad_request("message is too long")
 
 
 def _check_caption(caption: str) -> None:
-    if len(caption) > CAPTION_LIMIT:
+    # Telegram counts UTF-16 code units: an emoji outside the BMP is two
+    if _utf16_len(caption) > CAPTION_LIMIT:
         raise bad_request("message caption is too long")
 
 
