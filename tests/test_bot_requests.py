@@ -10,6 +10,7 @@ from bot.requests import (
     AnimateOptions,
     UserError,
     build_params,
+    clean_prompt,
     parse_animate_text,
     split_command,
 )
@@ -78,3 +79,28 @@ def test_out_of_range_values(opts: AnimateOptions, message: str) -> None:
 def test_end_image_needs_the_framepack_model() -> None:
     with pytest.raises(UserError, match="end image works with --model framepack only"):
         build_params(AnimateOptions(prompt="a", model="f1"), GEN, has_end_image=True)
+
+
+def test_an_option_given_twice_is_refused() -> None:
+    with pytest.raises(UserError, match=r"--seconds is given twice \(1 and 2\)"):
+        parse_animate_text("a cat --seconds 1 --seconds 2")
+    with pytest.raises(UserError, match="--seed is given twice"):
+        parse_animate_text("a cat --seed=1 --seed 1")
+
+
+@pytest.mark.parametrize("dash", ["\u2014", "\u2013"], ids=["em dash", "en dash"])
+def test_a_phone_dash_before_an_option_name_is_read_as_two_hyphens(dash: str) -> None:
+    opts = parse_animate_text(f"a cat {dash}seconds 3 {dash}model=f1 and a dog {dash} a bird")
+    assert (opts.seconds, opts.model) == (3.0, "f1")
+    assert opts.prompt == f"a cat and a dog {dash} a bird"  # prose keeps its dashes
+    assert parse_animate_text(f"one {dash}then two").prompt == f"one {dash}then two"
+
+
+def test_control_characters_leave_the_prompt_and_are_counted() -> None:
+    raw = "a cat\x00 walks\x1b[31m red\u202e sdrawkcab\x07 👩\u200d💻"
+    cleaned, removed = clean_prompt(raw)
+    assert cleaned == "a cat walks[31m red sdrawkcab 👩\u200d💻"  # emoji joiners stay
+    assert removed == 4
+    assert build_params(AnimateOptions(prompt=raw), GEN).prompt == cleaned
+    with pytest.raises(UserError, match="Say what should happen"):
+        build_params(AnimateOptions(prompt="\x00\x01\u202e"), GEN)

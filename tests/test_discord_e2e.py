@@ -112,6 +112,8 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
         log_text = log_path.read_text()
         assert code == 0, log_text
         assert "Traceback" not in log_text, log_text
+        for token in (discord_fake.token, telegram.token, telegram.token.split(":")[1]):
+            assert token not in log_text  # the whole run's log (bot and worker), not its start
 
         # Discord: queued → rendering → partial video → the finished video, fitted to the limit
         message = channel.messages[0]

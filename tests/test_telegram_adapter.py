@@ -784,3 +784,19 @@ async def test_an_edit_telegram_refuses_is_tried_again_not_taken_as_shown(
         await fake.wait_for(lambda: "Rendering" in message.text, timeout=15)
     refused, *later = fake.calls_to("editMessageCaption")
     assert refused.status == 400 and later and later[0].ok
+
+
+async def test_a_prompt_with_control_characters_is_cleaned_and_the_member_told(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with running_bot(settings, fake):
+        fake.user_sends_photo(
+            user_id=USER, image=png(), caption="/animate a cat\x00 walks\u202e backwards\x1b[0m"
+        )
+        (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+    assert "a cat walks backwards[0m" in message.text
+    assert "\x00" not in message.text and "\u202e" not in message.text
+    assert "Invisible control characters were removed from the prompt." in message.text
+    (job,) = await all_jobs(settings)
+    assert job.params.prompt == "a cat walks backwards[0m"
