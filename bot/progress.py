@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bot.formatting import format_duration, format_eta, progress_bar
+from storage.files import is_video_input, poster_of
 from storage.records import EventKind, Job, JobEvent, JobStatus, QueuePosition
 
 TINY_NOTE = "Test model: the video is random noise, not your picture animated."
@@ -20,7 +21,8 @@ DISK_FULL_NOTE = (
     "is room again. The admins are told."
 )
 
-Action = Literal["cancel", "reroll", "delete"]
+Action = Literal["cancel", "reroll", "extend", "remix", "delete"]
+ACTIONS: tuple[Action, ...] = ("cancel", "reroll", "extend", "remix", "delete")
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,15 @@ def _view(
     )
 
 
+def input_picture(job: Job) -> str:
+    """The picture the job starts from (for a video to continue: its last frame)."""
+    if is_video_input(job.input_path):
+        return str(poster_of(job.input_path))
+    return job.input_path
+
+
 def _input(job: Job) -> Media:
-    return Media("photo", job.input_path)
+    return Media("photo", input_picture(job))
 
 
 def _queued(
@@ -243,13 +252,19 @@ def _done(job: Job, progress: JobProgress) -> JobView:
         "✅ Done",
         details,
         Media("video", video) if video else None,
-        (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
+        (
+            Button("🎲 Re-roll", "reroll"),
+            Button("⏩ Extend", "extend"),
+            Button("🎨 Remix", "remix"),
+            Button("🗑 Delete", "delete"),
+        ),
     )
 
 
 def _failed(job: Job) -> JobView:
     details = [job.error or "The renderer failed.", _facts(job)]
-    return _view(job, "⚠️ Failed", details, _input(job), (Button("🔁 Try again", "reroll"),))
+    buttons = (Button("🔁 Try again", "reroll"), Button("🎨 Remix", "remix"))
+    return _view(job, "⚠️ Failed", details, _input(job), buttons)
 
 
 def _cancelled(job: Job) -> JobView:
@@ -258,5 +273,5 @@ def _cancelled(job: Job) -> JobView:
         "✖ Cancelled",
         [_facts(job)],
         _input(job),
-        (Button("🎲 Re-roll", "reroll"), Button("🗑 Delete", "delete")),
+        (Button("🎲 Re-roll", "reroll"), Button("🎨 Remix", "remix"), Button("🗑 Delete", "delete")),
     )

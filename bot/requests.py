@@ -19,7 +19,8 @@ from storage.records import JobParams
 MODELS = ("framepack", "f1")
 JOB_ID_DIGITS = 18  # a job number longer than this is nobody's (SQLite's ids are 64-bit)
 SEED_MAX = 2**31 - 1
-OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model")
+OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "end")
+FLAGS = ("end",)  # options without a value
 USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
 )
@@ -48,6 +49,8 @@ class AnimateOptions:
     steps: int | None = None
     guidance: float | None = None
     model: str | None = None
+    # Telegram: this message's picture is the end image, the one it replies to the start
+    end: bool = False
 
 
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]+)(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+|$)")
@@ -100,7 +103,11 @@ def parse_animate_text(rest: str) -> AnimateOptions:
                 + ", ".join(f"--{n}" for n in OPTION_NAMES)
                 + f".\nUsage: {USAGE}"
             )
-        if not eq:
+        if name in FLAGS:
+            if eq:
+                raise UserError(f"--{name} takes no value; write it alone.")
+            value = "yes"
+        elif not eq:
             if i + 1 >= len(tokens):
                 raise UserError(f"--{name} needs a value, e.g. --{name} {_example(name)}.")
             i += 1
@@ -119,6 +126,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         steps=_number(values, "steps", int),
         guidance=_number(values, "guidance", float),
         model=values.get("model"),
+        end="end" in values,
     )
 
 
@@ -142,7 +150,8 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def _example(name: str) -> str:
-    return {"seconds": "5", "seed": "42", "steps": "25", "guidance": "10", "model": "f1"}[name]
+    examples = {"seconds": "5", "seed": "42", "steps": "25", "guidance": "10", "model": "f1"}
+    return examples.get(name, "")
 
 
 def _number(values: dict[str, str], name: str, kind: type) -> float | int | None:

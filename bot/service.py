@@ -25,6 +25,7 @@ from bot.requests import (
     clean_prompt,
     new_seed,
 )
+from bot.videos import check_video, is_video, save_video
 from storage.config import Settings
 from storage.files import DataDir, DiskFull, is_disk_full
 from storage.records import Job, JobParams, JobStatus
@@ -68,7 +69,18 @@ def help_text(settings: Settings, platform: str) -> str:
         f"  {flag}guidance 1 to 32 (default {gen.guidance:g})",
         f"  {flag}model    framepack (default) or f1",
         *(["  end_image a picture to end on (framepack only)"] if not flag else []),
-        "Per-section prompts: [0s: a man walks] [3s: he turns around]",
+        *(
+            [
+                "An end picture (framepack only): send two pictures together, the caption on "
+                "the first; or send the end picture as a reply to the start one with --end.",
+            ]
+            if flag
+            else []
+        ),
+        "A video instead of a picture is continued. Per-section prompts: "
+        "[0s: a man walks] [3s: he turns around]",
+        "A finished video's buttons: ⏩ Extend (more of it), 🎨 Remix (edit the prompt)"
+        + (", or reply /extend [prompt] [--seconds S] to it." if flag else "."),
         "",
         "/queue — what is waiting · /status — your jobs · /cancel [job] — stop one",
     ]
@@ -207,8 +219,19 @@ class BotService:
             raise UserError(DISK_FULL) from None
 
     def _store_pictures(self, image: bytes, end_image: bytes | None) -> tuple[Path, Path | None]:
-        """Check both pictures, then write them to the data dir (a refusal writes nothing)."""
+        """Check the picture (or the video to continue) and the end picture, then write
+        them to the data dir (a refusal writes nothing)."""
         gen = self.settings.generation
+        if is_video(image):
+            if end_image is not None:
+                raise UserError("A video is continued as it goes: send it without an end image.")
+            video = check_video(
+                image,
+                max_bytes=gen.max_video_bytes,
+                max_seconds=gen.max_video_seconds,
+                max_pixels=gen.max_video_pixels,
+            )
+            return save_video(video, self.data), None
         limits = {"max_bytes": gen.max_image_bytes, "max_pixels": gen.max_image_pixels}
         checked = check_image(image, **limits)
         checked_end = (
@@ -245,6 +268,87 @@ class BotService:
         log.info(
             "job %d queued by %s:%s (re-roll of %d)", job.id, who.platform, who.user_id, old.id
         )
+        return job
+
+    async def extend(
+        self,
+        who: Requester,
+        job_id: int,
+        *,
+        prompt: str | None = None,
+        seconds: float | None = None,
+        origin: dict[str, Any] | None = None,
+        upload_limit: int | None = None,
+    ) -> Job:
+        """Queue a continuation of a finished video: `seconds` more (default: the configured
+        length), with its prompt or a new one. The new video is the whole clip."""
+        old = await self.owned_job(who, job_id)
+        if old.status is not JobStatus.DONE:
+            raise UserError(f"Job #{old.id} has no video to extend (it {old.status.value}).")
+        if not self.data.checkpoint(old.id).exists():
+            raise UserError(
+                f"The video of job #{old.id} cannot be extended any more (old files are removed). "
+                "Send it as a video with /animate to continue it."
+            )
+        options = AnimateOptions(
+            prompt=prompt if prompt and prompt.strip() else old.params.prompt,
+            seconds=seconds,
+            steps=old.params.steps,
+            guidance=old.params.guidance,
+            model=old.params.model,
+        )
+        params = dataclasses.replace(
+            build_params(options, self.settings.generation), extend_of=old.id
+        )
+        job = await self._enqueue(
+            who,
+            params,
+            input_path=old.input_path,
+            end_image_path=None,  # the continuation ends where it goes
+            upload_limit=upload_limit if upload_limit is not None else old.upload_limit,
+            origin={**(origin or {}), "extend_of": old.id},
+        )
+        log.info("job %d queued by %s:%s (extends %d)", job.id, who.platform, who.user_id, old.id)
+        return job
+
+    async def remix(
+        self,
+        who: Requester,
+        job_id: int,
+        options: AnimateOptions,
+        *,
+        origin: dict[str, Any] | None = None,
+        upload_limit: int | None = None,
+    ) -> Job:
+        """Queue the same picture again with an edited prompt (and options): what is not
+        given stays as it was, the seed included, so only the change shows."""
+        old = await self.owned_job(who, job_id)
+        if not Path(old.input_path).exists():
+            raise UserError(
+                "The picture of that job is gone (old files are removed). Please send it again."
+            )
+        p = old.params
+        merged = AnimateOptions(
+            prompt=options.prompt,
+            seconds=p.seconds if options.seconds is None else options.seconds,
+            seed=p.seed if options.seed is None else options.seed,
+            steps=p.steps if options.steps is None else options.steps,
+            guidance=p.guidance if options.guidance is None else options.guidance,
+            model=p.model if options.model is None else options.model,
+        )
+        params = build_params(
+            merged, self.settings.generation, has_end_image=old.end_image_path is not None
+        )
+        params = dataclasses.replace(params, extend_of=p.extend_of)
+        job = await self._enqueue(
+            who,
+            params,
+            input_path=old.input_path,
+            end_image_path=old.end_image_path,
+            upload_limit=upload_limit if upload_limit is not None else old.upload_limit,
+            origin={**(origin or {}), "remix_of": old.id},
+        )
+        log.info("job %d queued by %s:%s (remix of %d)", job.id, who.platform, who.user_id, old.id)
         return job
 
     async def owned_job(self, who: Requester, job_id: int) -> Job:

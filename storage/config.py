@@ -115,6 +115,10 @@ class GenerationSettings:
     max_prompt_chars: int = _spec(1000, min=1, max=10000)
     max_image_bytes: int = _spec(20_000_000, min=1)
     max_image_pixels: int = _spec(40_000_000, min=1)
+    # A video sent with /animate is continued: these bound what is taken
+    max_video_seconds: float = _spec(60.0, min=1.0, help="longest video taken as an input")
+    max_video_bytes: int = _spec(20_000_000, min=1, help="largest video file taken as an input")
+    max_video_pixels: int = _spec(2_100_000, min=1, help="most pixels a frame of an input")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+CHECKPOINT_NAME = "checkpoint.safetensors"
+POSTER_SUFFIX = ".poster.jpg"  # beside an input video: the frame its message shows
+VIDEO_SUFFIXES = (".mp4", ".webm")  # inputs that are videos to continue
+
+
+def poster_of(input_path: str | Path) -> Path:
+    """The picture a job whose input is a video shows (its last frame)."""
+    return Path(f"{input_path}{POSTER_SUFFIX}")
+
+
+def is_video_input(input_path: str | Path) -> bool:
+    return Path(input_path).suffix.lower() in VIDEO_SUFFIXES
+
 
 @dataclass(frozen=True)
 class DataDir:
@@ -41,6 +54,11 @@ class DataDir:
 
     def work_dir(self, job_id: int) -> Path:
         return self.root / "work" / str(job_id)
+
+    def checkpoint(self, job_id: int) -> Path:
+        """The job's state after its last finished section: kept as long as its files,
+        so that a finished video can be extended exactly (from its latents)."""
+        return self.work_dir(job_id) / CHECKPOINT_NAME
 
     def previews_dir(self, job_id: int) -> Path:
         return self.root / "previews" / str(job_id)

@@ -48,3 +48,12 @@ class Messages(StoreBase):
             "UPDATE chat_messages SET state = ?, updated_at = ? WHERE job_id = ? AND platform = ?",
             (json.dumps(dict(state)), self.clock(), job_id, platform),
         )
+
+    def job_of_message(self, platform: str, chat_id: str, message_id: str) -> int | None:
+        """The job a chat message shows (a reply to it names the job: /extend)."""
+        row = self._one(
+            "SELECT job_id FROM chat_messages WHERE platform = ? AND chat_id = ? "
+            "AND message_id = ? ORDER BY updated_at DESC LIMIT 1",
+            (platform, chat_id, message_id),
+        )
+        return None if row is None else int(row["job_id"])

@@ -75,6 +75,9 @@ class JobParams:
     model: str = "framepack"  # framepack | f1
     negative_prompt: str = ""
     cfg: float = 1.0
+    # The finished job whose video this one continues ("extend"); `seconds` are then the
+    # new part's, and the video delivered is the whole clip.
+    extend_of: int | None = None
 
     def sections(self) -> int:
         return sections_for(self.seconds)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.base import StoreBase
-from storage.files import DataDir
+from storage.files import POSTER_SUFFIX, DataDir, poster_of
 from storage.records import Job
 
 if TYPE_CHECKING:
@@ -60,10 +60,12 @@ def _remove_files(data: DataDir, job: Job) -> None:
     for name in (job.input_path, job.end_image_path):
         if name:
             Path(name).unlink(missing_ok=True)
+            poster_of(name).unlink(missing_ok=True)
 
 
 def _remove_orphans(data: DataDir, referenced: set[str]) -> None:
     cutoff = time.time() - ORPHAN_INPUT_AGE
     for path in data.inputs.iterdir():
-        if str(path) not in referenced and path.stat().st_mtime < cutoff:
+        owner = str(path).removesuffix(POSTER_SUFFIX)  # a video's poster goes with it
+        if owner not in referenced and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)

@@ -213,6 +213,7 @@ class JobStore:
     set_message = _in_thread(StoreCore.set_message)
     message = _in_thread(StoreCore.message)
     update_message_state = _in_thread(StoreCore.update_message_state)
+    job_of_message = _in_thread(StoreCore.job_of_message)
     expired_jobs = _in_thread(StoreCore.expired_jobs)
     mark_files_removed = _in_thread(StoreCore.mark_files_removed)
     referenced_inputs = _in_thread(StoreCore.referenced_inputs)

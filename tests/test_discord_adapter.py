@@ -91,7 +91,9 @@ async def test_animate_goes_queued_rendering_partial_video_finished_video(scene:
     description = message.embed["description"]
     assert "a red square spins slowly" in description and f"seed {job.params.seed}" in description
     assert "rendered in 12 s" in description
-    assert message.custom_ids == [f"fpb:reroll:{job.id}", f"fpb:delete:{job.id}"]
+    assert message.custom_ids == [
+        f"fpb:{action}:{job.id}" for action in ("reroll", "extend", "remix", "delete")
+    ]
     assert (await scene.wait_delivered(job.id)).delivered_at is not None
 
     edits = fake.requests_to("PATCH", f"/channels/{scene.channel.id}/messages/{message.id}")
@@ -182,7 +184,7 @@ async def test_buttons_work_after_a_restart_and_refuse_other_users(scene: Scene)
     cancelled = await fake.press(scene.alice, second, "fpb:cancel:2")
     assert [m.content for m in cancelled.replies] == ["Job #2 is cancelled."]
     await scene.wait_for(lambda: second.embed["title"] == "✖ Cancelled", "the cancelled job")
-    assert second.custom_ids == ["fpb:reroll:2", "fpb:delete:2"]  # a cancelled job can go too
+    assert second.custom_ids == ["fpb:reroll:2", "fpb:remix:2", "fpb:delete:2"]  # it can go too
 
     deleted = await fake.press(scene.mod, first, "fpb:delete:1")  # an admin may
     assert deleted.deferred and deleted.replies == []

@@ -140,7 +140,9 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
         received.write_bytes(final.data)
         assert probe(received).frames == 73, "the whole video, re-encoded to fit"
         assert "seed 5" in message.embed["description"]
-        assert message.custom_ids == [f"fpb:reroll:{job.id}", f"fpb:delete:{job.id}"]
+        assert message.custom_ids == [
+            f"fpb:{action}:{job.id}" for action in ("reroll", "extend", "remix", "delete")
+        ]
         assert reply.webhook_errors == []
 
         # Telegram: the same worker rendered its job too

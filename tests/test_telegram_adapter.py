@@ -106,7 +106,7 @@ async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_vi
 
     assert message.kind == "video" and message.media == Path(done.result_path).read_bytes()
     assert "rendered in 12 s" in message.text and "seed 7" in message.text
-    assert [b.text for b in message.buttons] == ["🎲 Re-roll", "🗑 Delete"]
+    assert [b.text for b in message.buttons] == ["🎲 Re-roll", "⏩ Extend", "🎨 Remix", "🗑 Delete"]
     kinds = [s.kind for s in message.history]
     assert kinds[0] == "photo" and kinds[-1] == "video"
     heads = [s.text.split("\n")[0] for s in message.history]
@@ -200,7 +200,7 @@ async def test_cancel_reroll_and_delete_buttons_for_the_owner_only(
             data=again.button("Cancel").callback_data,
         )  # fmt: skip
         await fake.wait_for(lambda: again.text.startswith("✖ Cancelled"))
-        assert [b.text for b in again.buttons] == ["🎲 Re-roll", "🗑 Delete"]
+        assert [b.text for b in again.buttons] == ["🎲 Re-roll", "🎨 Remix", "🗑 Delete"]
 
         fake.user_presses_button(user_id=USER, data=message.button("Delete").callback_data, **press)
         await fake.wait_for(lambda: message.deleted)

@@ -199,7 +199,7 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
     assert probe(received).frames == 109  # the whole video: three sections
     assert "seed 5" in message.text and "rendered in" in message.text
     assert "random noise" in message.text
-    assert [b.text for b in message.buttons] == ["🎲 Re-roll", "🗑 Delete"]
+    assert [b.text for b in message.buttons] == ["🎲 Re-roll", "⏩ Extend", "🎨 Remix", "🗑 Delete"]
     assert any(a.action == "upload_video" for a in fake.chat_actions)
 
     # The re-roll: the same picture and prompt, a new seed, rendered too.
@@ -211,7 +211,7 @@ async def test_animate_reroll_cancel_and_fair_turns_with_framepack_bot_run(
     cancelled = await job_of(config, 3)
     assert cancelled.status is JobStatus.CANCELLED and cancelled.started_at is not None
     assert any(h.startswith("🎞 Rendering") for h in heads(long))
-    assert [b.text for b in long.buttons] == ["🎲 Re-roll", "🗑 Delete"]
+    assert [b.text for b in long.buttons] == ["🎲 Re-roll", "🎨 Remix", "🗑 Delete"]
 
     # Bad input: each explained, no job for it.
     answers = sorted(replies(fake, OTHER))  # handled concurrently: in either order

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -31,6 +31,7 @@ from bot.adapters import AdapterStartFailed, PostingGuard, token_source
 from bot.discord.client import MESSAGE_LIMIT, FramepackClient, answer
 from bot.discord.commands import build_commands
 from bot.discord.messages import PLATFORM, DiscordJobMessages
+from bot.discord.modals import Submit, extend_form, number, remix_form
 from bot.discord.render import MIN_UPLOAD_LIMIT
 from bot.formatting import format_bytes
 from bot.progress import Action, JobView
@@ -224,10 +225,12 @@ class DiscordAdapter:
     async def _download(self, attachment: discord.Attachment, what: str) -> bytes:
         """The attachment's bytes, now: its CDN link expires."""
         gen = self.service.settings.generation
-        if attachment.size > gen.max_image_bytes:
+        video = (attachment.content_type or "").startswith("video/")
+        limit = gen.max_video_bytes if video else gen.max_image_bytes
+        if attachment.size > limit:
             raise UserError(
-                f"The {what} is {format_bytes(attachment.size)}; the most is "
-                f"{format_bytes(gen.max_image_bytes)}. Send a smaller one (a JPEG works)."
+                f"The {'video' if video else what} is {format_bytes(attachment.size)}; the most "
+                f"is {format_bytes(limit)}. Send a smaller one."
             )
         try:
             return await attachment.read()
@@ -303,18 +306,24 @@ class DiscordAdapter:
             await answer(interaction, text)
         elif action == "reroll":
             await interaction.response.defer(ephemeral=True, thinking=True)
-            self._check_can_post(interaction)
-            async with self.guard.posting() as token:
-                new = await self.service.reroll(
-                    who,
-                    job.id,
-                    origin=self._origin(interaction, token),
-                    upload_limit=self.upload_limit(interaction),
+
+            async def reroll(origin: dict[str, Any]) -> Job:
+                return await self.service.reroll(
+                    who, job.id, origin=origin, upload_limit=self.upload_limit(interaction)
                 )
-                url = await self.messages.post_new(new, interaction)
-            self.on_change()
+
+            new, url = await self._queue(interaction, reroll)
             await answer(
                 interaction, f"🎲 Re-rolled as job #{new.id} (seed {new.params.seed}): {url}"
+            )
+        elif action == "extend":
+            seconds = self.service.settings.generation.seconds
+            await interaction.response.send_modal(
+                extend_form(job.id, job.params.prompt, seconds, self._extend(job.id))
+            )
+        elif action == "remix":
+            await interaction.response.send_modal(
+                remix_form(job.id, job.params.prompt, job.params.seconds, self._remix(job.id))
             )
         elif action == "delete":
             if not job.status.finished:
@@ -322,6 +331,70 @@ class DiscordAdapter:
             await interaction.response.defer()  # no answer: the message just goes
             await self.messages.delete(job, interaction.message)
             log.info("job %d: message deleted by %s", job.id, who.user_id)
+
+    def _extend(self, job_id: int) -> Submit:
+        async def submitted(interaction: discord.Interaction, values: dict[str, str]) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            try:
+                seconds = number(values.get("seconds", ""), float, "seconds")
+
+                async def extend(origin: dict[str, Any]) -> Job:
+                    return await self.service.extend(
+                        self.requester(interaction),
+                        job_id,
+                        prompt=values.get("prompt") or None,
+                        seconds=seconds,
+                        origin=origin,
+                        upload_limit=self.upload_limit(interaction),
+                    )
+
+                new, url = await self._queue(interaction, extend)
+            except UserError as refused:
+                await answer(interaction, refused.message)
+                return
+            await answer(interaction, f"⏩ Extending as job #{new.id}: {url}")
+
+        return submitted
+
+    def _remix(self, job_id: int) -> Submit:
+        async def submitted(interaction: discord.Interaction, values: dict[str, str]) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            try:
+                options = AnimateOptions(
+                    prompt=values.get("prompt", ""),
+                    seconds=number(values.get("seconds", ""), float, "seconds"),
+                    seed=number(values.get("seed", ""), int, "seed"),
+                )
+
+                async def remix(origin: dict[str, Any]) -> Job:
+                    return await self.service.remix(
+                        self.requester(interaction),
+                        job_id,
+                        options,
+                        origin=origin,
+                        upload_limit=self.upload_limit(interaction),
+                    )
+
+                new, url = await self._queue(interaction, remix)
+            except UserError as refused:
+                await answer(interaction, refused.message)
+                return
+            await answer(interaction, f"🎨 Remixed as job #{new.id}: {url}")
+
+        return submitted
+
+    async def _queue(
+        self,
+        interaction: discord.Interaction,
+        start: Callable[[dict[str, Any]], Awaitable[Job]],
+    ) -> tuple[Job, str]:
+        """Queue a job from an interaction already acknowledged, and post its message."""
+        self._check_can_post(interaction)
+        async with self.guard.posting() as token:
+            job = await start(self._origin(interaction, token))
+            url = await self.messages.post_new(job, interaction)
+        self.on_change()
+        return job, url
 
     # ---- for the tracker -------------------------------------------------------
 

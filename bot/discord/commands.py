@@ -27,7 +27,7 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
 
     @app_commands.command(name="animate", description="Turn a picture into a video")
     @app_commands.describe(
-        image="the picture to animate (PNG, JPEG or WebP)",
+        image="the picture to animate (PNG, JPEG or WebP), or a video to continue",
         prompt="what should happen, e.g. 'the cat turns its head and blinks'",
         seconds=f"video length in seconds (default {gen.seconds:g})",
         seed="a number, to get the same video again (default: random)",

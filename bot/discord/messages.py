@@ -21,7 +21,7 @@ from bot.adapters import PostingGuard
 from bot.discord.client import FramepackClient, JobButton
 from bot.discord.render import DiscordMessage, discord_message
 from bot.images import thumbnail
-from bot.progress import JobView, render
+from bot.progress import JobView, input_picture, render
 from bot.requests import UserError
 from storage.files import DataDir, write_atomic
 from storage.records import ChatMessageRef, Job
@@ -67,7 +67,7 @@ class DiscordJobMessages:
 
     async def _message(self, job: Job, view: JobView) -> DiscordMessage:
         small = None
-        if view.media is not None and view.media.path == job.input_path:
+        if view.media is not None and view.media.path == input_picture(job):
             path = self.data.previews_dir(job.id) / "discord-input.jpg"
             # off the loop: a 40-megapixel input takes a while to decode
             small = path if path.exists() else await asyncio.to_thread(self._thumbnail, job, path)
@@ -77,7 +77,7 @@ class DiscordJobMessages:
     def _thumbnail(job: Job, path: Path) -> Path | None:
         """A JPEG of the input small enough to show on every edit (made once per job)."""
         try:
-            return write_atomic(path, thumbnail(job.input_path, THUMBNAIL_SIDE, quality=85))
+            return write_atomic(path, thumbnail(input_picture(job), THUMBNAIL_SIDE, quality=85))
         except OSError:
             return None  # the input is gone (retention): show no picture
 

@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.formatting import format_bytes
-from bot.progress import Action, JobView
+from bot.progress import ACTIONS, Action, JobView, input_picture
 from storage.records import Job, JobStatus
 
 MIN_UPLOAD_LIMIT = 10 * 1024 * 1024  # every Discord server takes files this large
@@ -26,7 +26,7 @@ DESCRIPTION_LIMIT = 4096
 PROMPT_PREFIX = "🎬 "
 CUSTOM_ID = "fpb:{action}:{job}"
 # Any job text matches, so a forged one (a 30-digit number) is answered, not ignored.
-CUSTOM_ID_TEMPLATE = r"fpb:(?P<action>cancel|reroll|delete):(?P<job>[^:]+)"
+CUSTOM_ID_TEMPLATE = rf"fpb:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[^:]+)"
 
 COLOURS = {
     JobStatus.QUEUED: 0x95A5A6,
@@ -38,6 +38,8 @@ COLOURS = {
 BUTTON_STYLES: dict[Action, discord.ButtonStyle] = {
     "cancel": discord.ButtonStyle.danger,
     "reroll": discord.ButtonStyle.primary,
+    "extend": discord.ButtonStyle.primary,
+    "remix": discord.ButtonStyle.secondary,
     "delete": discord.ButtonStyle.secondary,
 }
 
@@ -125,7 +127,7 @@ def discord_message(job: Job, view: JobView, *, thumbnail: Path | None = None) -
     details = view.details
     file = None
     if view.media is not None:
-        is_input = view.media.kind == "photo" and view.media.path == job.input_path
+        is_input = view.media.kind == "photo" and view.media.path == input_picture(job)
         path = thumbnail if is_input and thumbnail is not None else Path(view.media.path)
         try:
             stat = path.stat()

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, ForceReply, Message, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
@@ -30,6 +30,7 @@ from telegram.ext import (
 from bot.adapters import AdapterStartFailed, PostingGuard, token_source
 from bot.progress import JobView
 from bot.requests import (
+    AnimateOptions,
     UserError,
     build_params,
     parse_animate_text,
@@ -38,10 +39,19 @@ from bot.requests import (
     split_command,
 )
 from bot.service import ADMIN_HELP, BotService, Requester, help_text
+from bot.telegram.albums import Albums
 from bot.telegram.messages import PLATFORM, JobMessages, reply_to, upload_limit
 from bot.telegram.network import TELEGRAM_API, bot_api_requests
 from bot.telegram.pacing import Pacer, is_outage, through_outage
-from bot.telegram.pictures import DOWNLOAD_LIMIT, download, find_picture
+from bot.telegram.pictures import (
+    DOWNLOAD_LIMIT,
+    END_USAGE,
+    PictureFile,
+    download,
+    find_picture,
+    picture_file,
+)
+from bot.telegram.remix import EXTEND_USAGE, remix_job_of, remix_question
 from bot.telegram.render import fit_text, parse_callback
 from storage.records import Job
 
@@ -52,6 +62,7 @@ log = logging.getLogger("framepack_bot.telegram")
 CONCURRENT_UPDATES = 16
 COMMANDS = [
     BotCommand("animate", "animate a picture: send it with /animate <prompt> as its caption"),
+    BotCommand("extend", "continue a video: reply /extend [prompt] [--seconds S] to it"),
     BotCommand("queue", "what is waiting"),
     BotCommand("status", "your jobs"),
     BotCommand("cancel", "stop your job (or /cancel <job>)"),
@@ -89,6 +100,7 @@ class TelegramAdapter:
         self.allowed_chats = frozenset(self.telegram.allowed_chats)
         self.pacer = Pacer()
         self.guard = PostingGuard()
+        self.albums = Albums()
         self.app = self._build_application()
         self.messages = JobMessages(
             self.app.bot,
@@ -130,7 +142,8 @@ class TelegramAdapter:
         if self.telegram.base_file_url:
             builder = builder.base_file_url(self.telegram.base_file_url)
         app = builder.build()
-        app.add_handler(TypeHandler(Update, self.check_chat), group=-1)
+        app.add_handler(TypeHandler(Update, self.check_chat), group=-2)
+        app.add_handler(MessageHandler(PICTURES, self.on_album_part), group=-1)
         app.add_handler(CommandHandler(["start", "help"], self.on_help))
         app.add_handler(CommandHandler("animate", self.on_animate))
         app.add_handler(
@@ -144,6 +157,10 @@ class TelegramAdapter:
         app.add_handler(CommandHandler("ban", self.on_ban))
         app.add_handler(CommandHandler("unban", self.on_unban))
         app.add_handler(CommandHandler("limit", self.on_limit))
+        app.add_handler(CommandHandler("extend", self.on_extend))
+        app.add_handler(
+            MessageHandler(filters.TEXT & filters.REPLY & ~filters.COMMAND, self.on_reply)
+        )
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(MessageHandler(filters.COMMAND, self.on_unknown_command))
         app.add_handler(MessageHandler(filters.ChatType.PRIVATE & PICTURES, self.on_bare_picture))
@@ -201,22 +218,63 @@ class TelegramAdapter:
         await self._reply(update, text)
 
     async def on_animate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/animate <prompt> [options] with a picture: queue a job and reply with its message."""
+        """/animate <prompt> [options] with a picture (or a video to continue, or two pictures
+        sent together: the start and the end): queue a job and reply with its message."""
         message = update.effective_message
         assert message is not None
         parsed = split_command(message.text or message.caption or "")
         if parsed is None or not self._for_me(parsed[1]):
             return  # a caption addressed to another bot
         options = parse_animate_text(parsed[2])
-        build_params(options, self.settings.generation)  # refuse bad options before downloading
-        picture = find_picture(message)
-        limit = self.settings.generation.max_image_bytes
+        picture, end = await self._pictures_of(message, options)
+        # refuse bad options before downloading
+        build_params(options, self.settings.generation, has_end_image=end is not None)
+        data = await self._download(picture)
+        end_image = await self._download(end) if end is not None else None
+        async with self.guard.posting() as token:
+            job = await self.service.animate(
+                self._who(update),
+                data,
+                options,
+                end_image=end_image,
+                upload_limit=self.upload_limit,
+                origin={"reply_to": message.message_id, "token": token},
+            )
+            photo_id = picture.file_id if picture.is_photo else None
+            await self._post_new(job, message.message_id, photo_id)
+        self.on_change()
+
+    async def _pictures_of(
+        self, message: Message, options: AnimateOptions
+    ) -> tuple[PictureFile, PictureFile | None]:
+        """The start picture (or video) and the end picture, if any: two pictures sent
+        together, or `--end` on the end picture sent as a reply to the start one (which
+        works in groups, where a bot in privacy mode sees the album's captioned picture
+        alone)."""
+        if options.end:
+            own = picture_file(message)
+            replied = message.reply_to_message
+            start = picture_file(replied) if replied is not None else None
+            if own is None or start is None or own.is_video or start.is_video:
+                raise UserError(END_USAGE)
+            return start, own
+        if message.media_group_id is not None:
+            end = await self.albums.other_picture(message)
+            return find_picture(message), end
+        return find_picture(message), None
+
+    async def _download(self, picture: PictureFile) -> bytes:
+        """A picture's (or a video's) bytes; a download is only a read, tried again
+        through an outage of the Bot API, so an /animate sent meanwhile is served once it
+        answers again."""
+        gen = self.settings.generation
+        limit = gen.max_video_bytes if picture.is_video else gen.max_image_bytes
+        if not picture.is_photo and not picture.is_video:  # a file: either
+            limit = max(gen.max_image_bytes, gen.max_video_bytes)
         if not self.telegram.base_url:
             limit = min(limit, DOWNLOAD_LIMIT)
-        # a download is only a read: tried again through an outage of the Bot API, so an
-        # /animate sent meanwhile is served once it answers again
         try:
-            data = await through_outage(
+            return await through_outage(
                 lambda: download(self.app.bot, picture, limit), what="a picture's download"
             )
         except NetworkError as error:
@@ -226,16 +284,67 @@ class TelegramAdapter:
                 "Telegram did not hand me your picture (it did not answer for a few minutes). "
                 "Please send it again."
             ) from None
+
+    async def on_album_part(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Every picture of an album is seen here first (the /animate on one of them waits
+        for the others)."""
+        message = update.effective_message
+        if message is not None and message.media_group_id is not None:
+            self.albums.add(message)
+
+    async def on_extend(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/extend [prompt] [--seconds S] as a reply to a finished video of the bot."""
+        message = update.effective_message
+        assert message is not None
+        job_id = await self._replied_job(message)
+        parsed = split_command(message.text or "")
+        options = parse_animate_text(parsed[2] if parsed else "")
+        if options.seed is not None or options.steps is not None or options.model is not None:
+            raise UserError(EXTEND_USAGE)
         async with self.guard.posting() as token:
-            job = await self.service.animate(
+            job = await self.service.extend(
                 self._who(update),
-                data,
+                job_id,
+                prompt=options.prompt or None,
+                seconds=options.seconds,
+                upload_limit=self.upload_limit,
+                origin={"reply_to": message.message_id, "token": token},
+            )
+            await self._post_new(job, message.message_id)
+        self.on_change()
+
+    async def _replied_job(self, message: Message) -> int:
+        replied = message.reply_to_message
+        if replied is None or replied.from_user is None or replied.from_user.id != self.app.bot.id:
+            raise UserError(EXTEND_USAGE)
+        job_id = await self.store.job_of_message(
+            PLATFORM, str(replied.chat_id), str(replied.message_id)
+        )
+        if job_id is None:
+            raise UserError(EXTEND_USAGE)
+        return job_id
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to the bot's "Remix of job #N" question: the new prompt."""
+        message = update.effective_message
+        replied = message.reply_to_message if message else None
+        if message is None or replied is None or replied.from_user is None:
+            return
+        if replied.from_user.id != self.app.bot.id:
+            return
+        job_id = remix_job_of(replied.text or "")
+        if job_id is None:
+            return  # a reply to another message of the bot: nothing to do
+        options = parse_animate_text(message.text or "")
+        async with self.guard.posting() as token:
+            job = await self.service.remix(
+                self._who(update),
+                job_id,
                 options,
                 upload_limit=self.upload_limit,
                 origin={"reply_to": message.message_id, "token": token},
             )
-            photo_id = picture.file_id if picture.is_photo else None
-            await self._post_new(job, message.message_id, photo_id)
+            await self._post_new(job, message.message_id)
         self.on_change()
 
     async def _post_new(self, job: Job, reply_id: int, photo_id: str | None = None) -> None:
@@ -311,6 +420,8 @@ class TelegramAdapter:
     async def on_bare_picture(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A picture in a private chat without /animate: say how to animate it."""
         message = update.effective_message
+        if message is not None and message.media_group_id is not None:
+            return  # a picture of an album whose /animate is on another one
         prompt = (message.caption or "").strip() if message else ""
         example = f"/animate {prompt}" if prompt else "/animate <what should happen>"
         await self._reply(
@@ -338,6 +449,10 @@ class TelegramAdapter:
             elif action == "delete":
                 await query.answer("🗑 Deleted.")
                 await self.messages.delete(job)
+            elif action == "remix":
+                await self._ask_remix(update, job)
+            elif action == "extend":
+                await self._extend_button(update, job)
             else:
                 await self._reroll(update, job)
         except UserError as refused:
@@ -357,6 +472,39 @@ class TelegramAdapter:
             await query.answer(f"🎲 Queued again as job #{job.id} with seed {job.params.seed}.")
             await self._post_new(job, reply_id)
         self.on_change()
+
+    async def _extend_button(self, update: Update, old: Job) -> None:
+        """Extend: the configured seconds more, with the same prompt."""
+        query = update.callback_query
+        assert query is not None and query.message is not None
+        reply_id = query.message.message_id
+        async with self.guard.posting() as token:
+            job = await self.service.extend(
+                self._who(update),
+                old.id,
+                upload_limit=self.upload_limit,
+                origin={"reply_to": reply_id, "token": token},
+            )
+            await query.answer(f"⏩ Queued as job #{job.id}: {job.params.seconds:g} s more.")
+            await self._post_new(job, reply_id)
+        self.on_change()
+
+    async def _ask_remix(self, update: Update, old: Job) -> None:
+        """Remix: ask for the new prompt as a reply (Telegram shows the reply box)."""
+        query = update.callback_query
+        assert query is not None and query.message is not None
+        await query.answer("✏️ Reply with the new prompt.")
+        chat_id = query.message.chat.id
+        text = remix_question(old.id, old.params.prompt)
+        await self.pacer.call(
+            chat_id,
+            lambda: self.app.bot.send_message(
+                chat_id,
+                fit_text(text),
+                reply_parameters=reply_to(query.message.message_id),
+                reply_markup=ForceReply(selective=True, input_field_placeholder="a new prompt"),
+            ),
+        )
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log what failed, then tell the user (bad input gets its explanation)."""

@@ -37,7 +37,7 @@ from telegram.error import BadRequest, NetworkError, TelegramError
 from bot.adapters import PostingGuard
 from bot.formatting import format_bytes
 from bot.images import shown_picture
-from bot.progress import JobView, Media, render
+from bot.progress import JobView, Media, input_picture, render
 from bot.telegram.pacing import Pacer
 from bot.telegram.render import PHOTO_MAX_BYTES, PHOTO_MAX_SIDE, Shown
 from storage.config import TelegramSettings
@@ -85,10 +85,12 @@ def reply_to(message_id: int | None) -> ReplyParameters | None:
 
 
 def _keyboard(shown: Shown) -> InlineKeyboardMarkup | None:
+    """The message's buttons: one row, or rows of two past three (a phone's width)."""
     if not shown.buttons:
         return None
-    row = [InlineKeyboardButton(label, callback_data=data) for label, data in shown.buttons]
-    return InlineKeyboardMarkup([row])
+    buttons = [InlineKeyboardButton(label, callback_data=data) for label, data in shown.buttons]
+    per_row = 2 if len(buttons) > 3 else len(buttons)
+    return InlineKeyboardMarkup([buttons[i : i + per_row] for i in range(0, len(buttons), per_row)])
 
 
 @contextlib.contextmanager
@@ -191,7 +193,7 @@ class JobMessages:
                 sizes.append(size)
         if not view.final:
             return dataclasses.replace(view, media=None)  # keep showing what it shows
-        view = dataclasses.replace(view, media=Media("photo", job.input_path))
+        view = dataclasses.replace(view, media=Media("photo", input_picture(job)))
         if not sizes:
             return view
         if limit < self.configured_limit:  # learnt from a refusal
@@ -212,7 +214,7 @@ class JobMessages:
         *,
         urgent: bool = False,
     ) -> None:
-        media = view.media or Media("photo", job.input_path)
+        media = view.media or Media("photo", input_picture(job))
         shown = Shown.of(dataclasses.replace(view, media=media), job.id)
         chat_id = int(job.chat_id)
         sent = await self._send_media(chat_id, media, shown, reply_id, photo_id, urgent=urgent)

@@ -1,6 +1,7 @@
-"""The picture of an /animate on Telegram: found in the message or the one it
-replies to, refused before download when Telegram would not hand it out, and
-fetched through the Bot API (or read from disk, from a local Bot API server)."""
+"""The picture (or the video to continue) of an /animate on Telegram: found in the
+message or the one it replies to, refused before download when Telegram would not
+hand it out, and fetched through the Bot API (or read from disk, from a local Bot
+API server)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ MiB = 1 << 20
 DOWNLOAD_LIMIT = 20 * MiB  # getFile refuses larger files (a local Bot API server does not)
 NO_PICTURE = (
     "I need a picture: send it with the caption /animate <prompt>, or reply "
-    "/animate <prompt> to a message that has one."
+    "/animate <prompt> to a message that has one (a video is continued)."
+)
+
+
+END_USAGE = (
+    "To end on a picture: send the two pictures together with the caption /animate "
+    "<prompt> on the first, or send the end picture as a reply to the start picture with "
+    "the caption /animate <prompt> --end."
 )
 
 
@@ -25,17 +33,17 @@ class PictureFile:
     file_id: str
     size: int | None
     is_photo: bool  # a photo can be shown again by its file_id
+    is_video: bool = False  # a video (or a GIF, which Telegram makes an MP4) to continue
 
 
 def picture_file(message: Message) -> PictureFile | None:
-    """The picture a message holds; refuses what is no still picture."""
+    """The picture (or video) a message holds; refuses what can be neither."""
     if message.photo:
         largest = message.photo[-1]
         return PictureFile(largest.file_id, largest.file_size, True)
-    if message.animation is not None:
-        raise UserError("That picture is animated. Send a still picture (PNG, JPEG or WebP).")
-    if message.video is not None or message.video_note is not None:
-        raise UserError("That is a video. Send a still picture (PNG, JPEG or WebP).")
+    moving = message.video or message.animation or message.video_note
+    if moving is not None:
+        return PictureFile(moving.file_id, moving.file_size, False, True)
     if message.sticker is not None:
         raise UserError("Stickers cannot be animated. Send a picture (PNG, JPEG or WebP).")
     if message.document is not None:

@@ -11,13 +11,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from bot.progress import JobView, Media
+from bot.progress import ACTIONS, JobView, Media
 from bot.requests import parse_job_id
 
 CAPTION_LIMIT = 1024  # characters of a media caption, counted as Telegram does (UTF-16)
 TEXT_LIMIT = 4096
 CALLBACK_PREFIX = "fpb"
-ACTIONS = ("cancel", "reroll", "delete")
 # Telegram takes photos up to 10 MB and shows them at most 1280 px wide anyway.
 PHOTO_MAX_SIDE = 1280
 PHOTO_MAX_BYTES = 5_000_000

@@ -185,6 +185,7 @@ class MessageState:
     entities: tuple[Entity, ...] = ()
     keyboard: Keyboard = ()
     files: tuple[StoredFile, ...] = ()  # a photo's sizes smallest first; else one file
+    force_reply: bool = False  # the bot asked the user's client to reply to it
     at: float = field(default=0.0, compare=False)  # when the fake took it (its clock)
 
     @property
@@ -223,6 +224,7 @@ class Message:
     deleted: bool = False
     edit_date: int | None = None
     reached_bot: bool = False  # a user's message the bot received (group privacy mode)
+    media_group_id: str | None = None  # pictures sent together (an album)
 
     @property
     def state(self) -> MessageState:
@@ -593,6 +595,54 @@ class FakeTelegram:
         state = MessageState("document", caption, _bot_commands(caption), files=(stored,))
         return self._user_message(user_id, chat_id, chat_type, state, reply_to)
 
+    def user_sends_video(
+        self,
+        *,
+        user_id: int,
+        data: bytes,
+        duration: int,
+        width: int,
+        height: int,
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: ChatType = "private",
+        reply_to: int | None = None,
+    ) -> Message:
+        """A video as Telegram delivers one the user sent as a video (not as a file)."""
+        stored = self._store_file(
+            "video",
+            data,
+            file_name="video.mp4",
+            mime_type="video/mp4",
+            width=width,
+            height=height,
+            duration=duration,
+        )
+        caption = caption or ""
+        state = MessageState("video", caption, _bot_commands(caption), files=(stored,))
+        return self._user_message(user_id, chat_id, chat_type, state, reply_to)
+
+    def user_sends_album(
+        self,
+        *,
+        user_id: int,
+        images: list[bytes],
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: ChatType = "private",
+    ) -> list[Message]:
+        """Pictures sent together: one message each with the same media_group_id, the
+        caption on the first, as Telegram delivers an album."""
+        group = str(next(self._file_numbers) + 10**12)
+        sent = []
+        for n, image in enumerate(images):
+            text = (caption or "") if n == 0 else ""
+            state = MessageState("photo", text, _bot_commands(text), files=self._store_photo(image))
+            sent.append(
+                self._user_message(user_id, chat_id, chat_type, state, None, media_group=group)
+            )
+        return sent
+
     def user_sends_animation(
         self,
         *,
@@ -865,7 +915,9 @@ class FakeTelegram:
         chat = self._chat_of(params)
         text, entities = _formatted(params.get("text"), params, "entities")
         _check_text(text)
-        state = MessageState("text", text, entities, _keyboard(params))
+        markup = params.get("reply_markup")
+        asks = isinstance(markup, dict) and bool(markup.get("force_reply"))
+        state = MessageState("text", text, entities, _keyboard(params), force_reply=asks)
         return self._bot_message(chat, state, self._reply_target(chat, params))
 
     def _send_photo(self, params: dict, uploads: dict) -> dict[str, Any]:
@@ -1046,6 +1098,7 @@ class FakeTelegram:
         chat_type: ChatType,
         state: MessageState,
         reply_to: int | None,
+        media_group: str | None = None,
     ) -> Message:
         if chat_type == "private" and chat_id not in (None, user_id):
             raise ValueError("a private chat's id is its user's id")
@@ -1055,6 +1108,7 @@ class FakeTelegram:
             if target.deleted:
                 raise ValueError(f"message {reply_to} was deleted")
         message = self._new_message(chat, user_id, False, state, reply_to)
+        message.media_group_id = media_group
         message.reached_bot = self._reaches_bot(chat, message)
         if message.reached_bot:
             self._queue_update("message", self._message_json(message))
@@ -1228,6 +1282,10 @@ class FakeTelegram:
                     for row in state.keyboard
                 ]
             }
+        if state.force_reply:
+            body["reply_markup"] = {"force_reply": True}
+        if message.media_group_id is not None:
+            body["media_group_id"] = message.media_group_id
         if message.edit_date is not None:
             body["edit_date"] = message.edit_date
         if with_reply and message.reply_to_message_id is not None:
@@ -1356,7 +1414,7 @@ def _typed(name: str, value: Any) -> Any:
 def _keyboard(params: dict[str, Any]) -> Keyboard:
     """The inline keyboard of ``reply_markup``; omitted on an edit, the keyboard goes."""
     markup = params.get("reply_markup")
-    if not markup:
+    if not markup or (isinstance(markup, dict) and markup.get("force_reply")):
         return ()
     rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
     if not isinstance(rows, list):
