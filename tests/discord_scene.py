@@ -29,7 +29,7 @@ from framepack.engine.previews import save_png
 from framepack.video.encode import encode_mp4
 from framepack.worker.delivery import deliver
 from storage.config import Settings, load_settings
-from storage.files import DataDir
+from storage.files import DataDir, write_atomic
 from storage.records import EventKind, Job, JobStatus
 from storage.store import JobStore, QueueLimits
 from tests.fakes.discord_harness import DiscordHarness, FakeMessage, InteractionRecord
@@ -135,6 +135,8 @@ class StandInWorker:
         files = await asyncio.to_thread(
             deliver, video, self.data.videos_dir(job.id), fresh.upload_limit
         )
+        # the worker keeps a finished job's checkpoint (what Extend continues from)
+        write_atomic(self.data.checkpoint(job.id), b"stand-in checkpoint")
         return await self.store.complete(
             job.id,
             WORKER,

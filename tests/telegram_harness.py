@@ -195,6 +195,8 @@ class StandInWorker:
         return path
 
     async def finish(self, job: Job, *, size: int = 5000, delivery_size: int | None = None) -> Job:
+        # the worker keeps a finished job's checkpoint (it is what Extend continues from)
+        write_atomic(self.data.checkpoint(job.id), b"stand-in checkpoint")
         videos = self.data.videos_dir(job.id)
         result = write_atomic(videos / "final.mp4", fake_mp4(size))
         delivery = None

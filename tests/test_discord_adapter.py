@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from framepack.video.encode import encode_mp4
 from framepack.video.probe import probe
+from storage.files import poster_of
 from storage.records import JobStatus
 from tests.discord_scene import Scene, discord_scene, embed_text, png
 
@@ -308,3 +311,50 @@ def _animated_gif() -> bytes:
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
     return out.getvalue()
+
+
+async def test_extend_and_remix_open_forms_whose_jobs_queue(scene: Scene) -> None:
+    fake = scene.discord
+    await scene.animate(prompt="a red square spins", seed=3)
+    first = scene.job_message(1)
+    await scene.worker.render_all(await scene.worker.claim())
+    await scene.wait_delivered(1)
+
+    refused = await fake.press(scene.bob, first, "fpb:extend:1")
+    assert refused.modal is None and refused.ephemeral  # not Bob's video: no form
+
+    shown = await fake.press(scene.alice, first, "fpb:extend:1")
+    assert shown.modal is not None and shown.modal["title"] == "Extend job #1"
+    submitted = await fake.submit(scene.alice, shown, {"seconds": "1.5", "prompt": "it stops"})
+    assert (await scene.answered(submitted)).startswith("⏩ Extending as job #2")
+
+    shown = await fake.press(scene.alice, first, "fpb:remix:1")
+    assert shown.modal is not None and shown.modal["title"] == "Remix job #1"
+    bad = await fake.submit(scene.alice, shown, {"prompt": "a blue square", "seed": "many"})
+    assert await scene.answered(bad) == "The seed must be a whole number, not 'many'."
+    shown = await fake.press(scene.alice, first, "fpb:remix:1")
+    submitted = await fake.submit(scene.alice, shown, {"prompt": "a blue square spins"})
+    assert (await scene.answered(submitted)).startswith("🎨 Remixed as job #3")
+
+    _, extended, remixed = await scene.jobs()
+    assert extended.params.extend_of == 1 and extended.params.seconds == 1.5
+    assert extended.params.prompt == "it stops"
+    assert remixed.params.prompt == "a blue square spins" and remixed.params.seed == 3
+    assert remixed.input_path == extended.input_path == (await scene.job(1)).input_path
+    await scene.restart()  # the buttons of messages sent before a restart still work
+    shown = await fake.press(scene.alice, first, "fpb:extend:1")
+    assert shown.modal is not None
+
+
+async def test_a_video_attachment_is_continued(scene: Scene, tmp_path: Path) -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (30, 96, 128, 3), dtype=np.uint8)
+    video = encode_mp4(frames, tmp_path / "clip.mp4").read_bytes()
+    attachment = scene.discord.upload(video, "clip.mp4", content_type="video/mp4")
+    reply = await scene.discord.slash(
+        scene.alice, scene.channel, "animate", image=attachment, prompt="it goes on"
+    )
+    assert (await scene.answered(reply)).startswith("✅ Queued as job #1")
+    job = await scene.job(1)
+    assert job.input_path.endswith(".mp4") and poster_of(job.input_path).exists()
+    message = scene.job_message(1)
+    assert message.attachments and message.attachments[0].filename.endswith(".jpg")

@@ -11,7 +11,7 @@ from collections import defaultdict
 from telegram import Message
 
 from bot.requests import UserError
-from bot.telegram.pictures import PictureFile, picture_file
+from bot.telegram.pictures import END_USAGE, PictureFile, picture_file
 
 ALBUM_WAIT = 3.0  # seconds the /animate of an album waits for its other picture
 KEEP = 60.0  # seconds an album's pictures are remembered
@@ -54,10 +54,7 @@ class Albums:
                 break
         others = [m for m in self._parts[group].values() if m.message_id != message.message_id]
         if len(others) != 1:
-            raise UserError(
-                "Send two pictures together, the caption /animate <prompt> on the first: "
-                "the video goes from the first to the second."
-            )
+            raise UserError(END_USAGE)
         found = picture_file(others[0])
         if found is None or found.is_video:
             raise UserError("The second picture of the album must be a picture, not a video.")

@@ -40,6 +40,7 @@ from tests.fakes.discord_state import (
     APPLICATION_COMMAND,
     MESSAGE_COMPONENT,
     MIB,
+    MODAL_SUBMIT,
     DiscordWorld,
     FakeAttachment,
     FakeChannel,
@@ -368,6 +369,38 @@ class DiscordHarness:
         return await self._dispatch(
             MESSAGE_COMPONENT, user, channel, data, custom_id, message, wait
         )
+
+    async def submit(
+        self, user: FakeUser, shown: InteractionRecord, values: dict[str, str], *, wait: bool = True
+    ) -> InteractionRecord:
+        """Fill in and submit the modal the bot answered `shown` with (field custom_id: text),
+        as the member whose interaction it was."""
+        if shown.modal is None:
+            raise HarnessError(f"interaction {shown.id} was not answered with a modal")
+        if user.id != shown.user_id:
+            raise HarnessError("only the member the modal was shown to can submit it")
+        fields = [
+            component
+            for row in shown.modal.get("components", [])
+            for component in (row.get("components") or [row.get("component") or {}])
+        ]
+        known = {f.get("custom_id") for f in fields}
+        unknown = set(values) - known
+        if unknown:
+            raise HarnessError(f"the modal has no fields {sorted(unknown)}; it has {sorted(known)}")
+        rows = [
+            {"type": 1, "components": [{"type": 4, "custom_id": f["custom_id"],
+                                        "value": values.get(f["custom_id"], f.get("value", ""))}]}
+            for f in fields
+        ]  # fmt: skip
+        data = {"custom_id": shown.modal["custom_id"], "components": rows}
+        channel = self.world.channels[shown.channel_id]
+        source = (
+            self.world.messages[shown.source_message_id]
+            if shown.source_message_id is not None
+            else None
+        )
+        return await self._dispatch(MODAL_SUBMIT, user, channel, data, "modal", source, wait)
 
     async def _dispatch(
         self,

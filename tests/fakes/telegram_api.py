@@ -1282,8 +1282,6 @@ class FakeTelegram:
                     for row in state.keyboard
                 ]
             }
-        if state.force_reply:
-            body["reply_markup"] = {"force_reply": True}
         if message.media_group_id is not None:
             body["media_group_id"] = message.media_group_id
         if message.edit_date is not None:
