@@ -203,14 +203,17 @@ def test_each_section_takes_the_prompt_of_the_time_it_starts(
     assert probe(run.done.video).metadata["prompt"] == timed
 
 
-def test_real_cfg_needs_a_negative_prompt(tmp_path: Path) -> None:
+def test_real_cfg_runs_with_an_empty_negative_prompt_too(tmp_path: Path) -> None:
+    # As the demo: cfg > 1 encodes the negative prompt, "" included, and runs both passes.
     one = replace(FAST, seconds=1.0)
     plain = run_job(tmp_path / "plain", one)
-    no_negative = run_job(tmp_path / "no-negative", one, cfg=3.0)
+    empty = run_job(tmp_path / "empty", one, cfg=3.0)
     negative = run_job(tmp_path / "negative", one, cfg=3.0, negative_prompt="blurry")
-    assert np.array_equal(plain.frames, no_negative.frames)
-    assert not np.array_equal(plain.frames, negative.frames)
+    assert not np.array_equal(plain.frames, empty.frames)
+    assert not np.array_equal(empty.frames, negative.frames)
+    assert probe(empty.done.video).metadata["cfg"] == "3"
     assert probe(negative.done.video).metadata["negative_prompt"] == "blurry"
+    assert "cfg" not in probe(plain.done.video).metadata
 
 
 @pytest.mark.parametrize(
