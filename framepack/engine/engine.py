@@ -53,6 +53,7 @@ from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Start
 from framepack.engine.frames import FrameHistory
 from framepack.engine.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
 from framepack.engine.params import GenerationParams, check_params
+from framepack.engine.previews import latents_to_rgb
 from framepack.engine.prompts import section_prompts
 from framepack.engine.sampling import StepCancelled, denoise_section
 from framepack.engine.schedule import section_tokens
@@ -79,7 +80,7 @@ def partial_video_name(section: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Job:
+class PreparedJob:
     """Everything a job's sections need, computed once before the first."""
 
     params: GenerationParams
@@ -150,7 +151,7 @@ class FramePackEngine:
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> Iterator[EngineEvent]:
         workdir.mkdir(parents=True, exist_ok=True)
-        job = self._prepare(params, image, end_image)
+        job = self.prepare(params, image, end_image)
         # The seed's generator draws the section noises and nothing else (as the demo).
         generator = torch.Generator("cpu").manual_seed(params.seed)
         history, end_latent, done = self._start_or_resume(job, workdir, generator)
@@ -159,7 +160,7 @@ class FramePackEngine:
 
         for spec in job.specs[:done]:  # resumed: the finished sections' frames, decoded again
             frames.add(
-                self._decode(history.rewind(history.generated_after(spec)).decode_window(spec))
+                self.decode(history.rewind(history.generated_after(spec)).decode_window(spec))
             )
 
         video = workdir / VIDEO_NAME
@@ -170,7 +171,7 @@ class FramePackEngine:
                     job, spec, history.context(spec, end_latent), generator, videos, should_cancel
                 )
                 history.add(latents, spec)
-                frames.add(self._decode(history.decode_window(spec)))
+                frames.add(self.decode(history.decode_window(spec)))
                 save_checkpoint(
                     workdir / CHECKPOINT_NAME,
                     Checkpoint(
@@ -205,7 +206,7 @@ class FramePackEngine:
 
     def _sample(
         self,
-        job: _Job,
+        job: PreparedJob,
         spec: SectionSpec,
         context: SectionContext,
         generator: torch.Generator,
@@ -214,6 +215,34 @@ class FramePackEngine:
     ) -> Generator[EngineEvent, None, torch.Tensor]:
         """Denoise one section: its `Step`s (and the previous section's video when it is
         written); returns its latents."""
+        steps = self.section_steps(job, spec, context, generator, should_cancel=should_cancel)
+        try:
+            while True:
+                step, denoised = next(steps)
+                yield from videos.ready()
+                preview = latents_to_rgb(denoised)
+                yield Step(section=spec.index, step=step, steps=job.params.steps, preview=preview)
+        except StopIteration as finished:
+            return finished.value
+        except StepCancelled:
+            yield from videos.wait()  # the last finished section's video still goes out
+            raise Cancelled(spec.index) from None
+
+    def section_steps(
+        self,
+        job: PreparedJob,
+        spec: SectionSpec,
+        context: SectionContext,
+        generator: torch.Generator,
+        *,
+        should_cancel: Callable[[], bool] = lambda: False,
+    ) -> Generator[tuple[int, torch.Tensor], None, torch.Tensor]:
+        """One section's denoising: draws its noise from `generator`, yields (step, clean
+        estimate) after each step and returns the section's latents.
+
+        The model work of a section, without events, previews or files: what
+        `generate` runs per section, and what a shape-only run on the meta device runs.
+        """
         noise = self._noise(job, generator)
         denoiser = Denoiser(
             self.components.transformer,
@@ -228,22 +257,14 @@ class FramePackEngine:
         solver = make_solver(
             job.params.scheduler, steps=job.params.steps, tokens=tokens, device=noise.device
         )
-        steps = denoise_section(denoiser, solver, noise, should_cancel=should_cancel)
-        try:
-            while True:
-                step, preview = next(steps)
-                yield from videos.ready()
-                yield Step(section=spec.index, step=step, steps=job.params.steps, preview=preview)
-        except StopIteration as finished:
-            return finished.value
-        except StepCancelled:
-            yield from videos.wait()  # the last finished section's video still goes out
-            raise Cancelled(spec.index) from None
+        return denoise_section(denoiser, solver, noise, should_cancel=should_cancel)
 
-    def _prepare(
-        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None
-    ) -> _Job:
+    @torch.no_grad()
+    def prepare(
+        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None = None
+    ) -> PreparedJob:
         """Crop the pictures to their bucket and encode the prompts and the start picture."""
+        check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
         c, device = self.components, self.device
         dtype = c.transformer.dtype
         # A phone photo's EXIF orientation says which way is up; the pixels alone do not.
@@ -283,7 +304,7 @@ class FramePackEngine:
         for rgb in (start_rgb, end_rgb):
             fingerprint.update(b"-" if rgb is None else rgb.tobytes())
 
-        return _Job(
+        return PreparedJob(
             params=params,
             specs=specs,
             height=height,
@@ -301,8 +322,17 @@ class FramePackEngine:
             metadata=self._metadata(params, width, height),
         )
 
+    @torch.no_grad()
+    def start(self, job: PreparedJob) -> tuple[LatentHistory, torch.Tensor | None]:
+        """A new history from the start picture's latent, and the end picture's latent."""
+        start = encode_latent(self.components, job.start_pixels, device=self.device)
+        end = None
+        if job.end_pixels is not None:
+            end = encode_latent(self.components, job.end_pixels, device=self.device)
+        return HISTORIES[job.params.sampler].new(start, job.params.latent_window), end
+
     def _start_or_resume(
-        self, job: _Job, workdir: Path, generator: torch.Generator
+        self, job: PreparedJob, workdir: Path, generator: torch.Generator
     ) -> tuple[LatentHistory, torch.Tensor | None, int]:
         """The history, the end latent and the number of sections already done."""
         kind = HISTORIES[job.params.sampler]
@@ -316,19 +346,17 @@ class FramePackEngine:
             end = None if saved.end is None else saved.end.to(self.device)
             log.info("resuming after section %d of %d", saved.sections_done, len(job.specs))
             return history, end, saved.sections_done
-        start = encode_latent(self.components, job.start_pixels, device=self.device)
-        end = None
-        if job.end_pixels is not None:
-            end = encode_latent(self.components, job.end_pixels, device=self.device)
-        return kind.new(start, job.params.latent_window), end, 0
+        return *self.start(job), 0
 
-    def _noise(self, job: _Job, generator: torch.Generator) -> torch.Tensor:
+    def _noise(self, job: PreparedJob, generator: torch.Generator) -> torch.Tensor:
         """A section's starting noise, from the job's generator (so a seed is a video)."""
         channels = self.components.transformer.config.in_channels
         shape = (1, channels, job.params.latent_window, job.height // 8, job.width // 8)
         return section_noise(shape, generator=generator, device=self.device)
 
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, frames, H, W) in [-1, 1] of `latents`, in the VAE's dtype."""
         vae = self.components.vae
         # Unscaled in float32, then cast, as the demo's `vae_decode` (the pipeline casts first).
         return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
-import numpy as np
 import torch
 
 from framepack.engine.denoiser import Denoiser
-from framepack.engine.previews import latents_to_rgb
 from framepack.engine.solvers import Solver
 
 
@@ -18,17 +16,18 @@ class StepCancelled(Exception):
     """The caller's cancel check turned true before a step."""
 
 
+@torch.no_grad()
 def denoise_section(
     denoiser: Denoiser,
     solver: Solver,
     noise: torch.Tensor,
     *,
     should_cancel: Callable[[], bool],
-) -> Generator[tuple[int, np.ndarray], None, torch.Tensor]:
+) -> Generator[tuple[int, torch.Tensor], None, torch.Tensor]:
     """Denoise `noise` (1, 16, T, h, w) along the solver's sigmas.
 
-    Yields (1-based step, preview picture) after each step and returns the latents.
-    The preview is the step's clean estimate, projected to RGB without the VAE.
+    Yields (1-based step, the step's clean estimate) after each step (the previews
+    are made of it) and returns the latents.
     """
     x = noise
     for i, sigma in enumerate(solver.sigmas[:-1]):
@@ -36,5 +35,5 @@ def denoise_section(
             raise StepCancelled
         prediction = denoiser(x, sigma)
         x = solver.step(i, x, prediction)
-        yield i + 1, latents_to_rgb(prediction.denoised)
+        yield i + 1, prediction.denoised
     return x
