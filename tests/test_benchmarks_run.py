@@ -38,3 +38,14 @@ def test_the_queue_benchmark_judges_its_targets() -> None:
     assert "target p99 claim < 5 ms:" in out, out + proc.stderr
     assert "rerun: python benchmarks/queue.py --jobs 300 --users 10 --waiting 50" in out
     assert proc.returncode in (0, 1)  # at this size a verdict is printed, not earned
+
+
+@pytest.mark.slow
+def test_the_sampler_benchmark_judges_its_targets() -> None:
+    proc = run("sampler.py", "--points", "16")
+    out = proc.stdout
+    assert "target: UniPC bh1 at 64 graded steps <= 1e-4" in out, out + proc.stderr
+    assert "target: bh1 vs bh2 on the demo's schedule <= 1e-5" in out, out
+    assert "diffusers vs ours:" in out
+    assert "rerun: python benchmarks/sampler.py --points 16" in out
+    assert proc.returncode == (1 if "MISSED" in out else 0)
