@@ -104,11 +104,13 @@ def test_forward_sections_grow_the_video_at_its_end(tmp_path: Path) -> None:
     assert run.done.frames == 73
 
 
-@pytest.mark.parametrize("sampler", ["inverted", "forward"])
+@pytest.mark.parametrize(
+    ("sampler", "scheduler"), [("inverted", "unipc"), ("forward", "unipc"), ("inverted", "euler")]
+)
 def test_resumed_job_ends_with_the_same_frames_and_fewer_steps(
-    tmp_path: Path, sampler: str
+    tmp_path: Path, sampler: str, scheduler: str
 ) -> None:
-    params = replace(FAST, seconds=3.6, sampler=sampler)  # 3 sections
+    params = replace(FAST, seconds=3.6, sampler=sampler, scheduler=scheduler)  # 3 sections
     whole = run_job(tmp_path / "whole", params)
 
     workdir = tmp_path / "interrupted"
@@ -225,6 +227,7 @@ def test_real_cfg_runs_with_an_empty_negative_prompt_too(tmp_path: Path) -> None
         ({"seconds": 0.0}, "seconds must be"),
         ({"seconds": float("nan")}, "seconds must be"),
         ({"cfg": 0.5}, "cfg must be"),
+        ({"negative_prompt": None}, "negative prompt must be text"),
         ({"scheduler": "ddim"}, "scheduler must be"),
         ({"sampler": "sideways"}, "sampler must be"),
         ({"crf": 60}, "crf must be"),

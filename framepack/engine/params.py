@@ -81,6 +81,8 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
         raise ValueError(f"guidance must be a number >= 0, not {params.guidance}")
     if not math.isfinite(params.cfg) or params.cfg < 1:
         raise ValueError(f"cfg must be a number >= 1 (1 turns real CFG off), not {params.cfg}")
+    if not isinstance(params.negative_prompt, str):
+        raise ValueError(f"the negative prompt must be text, not {params.negative_prompt!r}")
     if params.sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {params.sampler!r}")
     if params.scheduler not in SCHEDULERS:
