@@ -20,6 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from storage.config import ConfigError, ModelSettings, load_settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from framepack.engine.params import GenerationParams
 
 EXIT_USAGE = 2
@@ -62,6 +64,10 @@ def main(args: argparse.Namespace) -> int:
         seed=seed,
         steps=args.steps if args.steps is not None else generation.steps,
         guidance=args.guidance if args.guidance is not None else generation.guidance,
+        cfg=args.cfg if args.cfg is not None else generation.cfg,
+        negative_prompt=(
+            args.negative_prompt if args.negative_prompt is not None else generation.negative_prompt
+        ),
         sampler=preset.sampler,
         scheduler=args.scheduler or generation.scheduler,
         resolution=args.resolution or generation.resolution or preset.resolution,
@@ -77,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = output.with_name(f".{output.name}.work")
     try:
-        video = _render(model, params, image, end_image, workdir)
+        video = _render(model, params, image, end_image, workdir, frames_dir=args.frames)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; run the same command with --seed {seed} to resume from {workdir}",
@@ -87,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
     shutil.copyfile(video, output)
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"{output}  (seed {seed})")
+    if args.frames is not None:
+        print(f"{args.frames}/  ({params.frames()} frames as PNG)")
     if preset.name == "tiny":
         print("the tiny model has random weights: its video is coloured noise")
     return 0
@@ -98,19 +106,35 @@ def _render(
     image: Image.Image,
     end_image: Image.Image | None,
     workdir: Path,
+    *,
+    frames_dir: Path | None = None,
 ) -> Path:
-    """Run the engine with a progress bar; the finished video's path."""
+    """Run the engine with a progress bar; the finished video's path. With `frames_dir`,
+    every frame is also written there as a PNG, from the engine's uint8 frames (before
+    the codec)."""
     from tqdm import tqdm
 
     from framepack.engine.engine import FramePackEngine
     from framepack.engine.events import Done, Section, Started, Step
     from framepack.models.components import load_components
+    from framepack.video.png import write_png_frames
+
+    def write_frames(frames: np.ndarray) -> None:
+        assert frames_dir is not None
+        write_png_frames(frames, frames_dir)
 
     print(f"loading the {model.preset} model ...", file=sys.stderr)
     engine = FramePackEngine(load_components(model), device=model.device, memory=model.memory)
     bar = None
+    events = engine.generate(
+        params,
+        image,
+        workdir=workdir,
+        end_image=end_image,
+        on_frames=write_frames if frames_dir is not None else None,
+    )
     try:
-        for event in engine.generate(params, image, workdir=workdir, end_image=end_image):
+        for event in events:
             if isinstance(event, Started):
                 total = event.sections * event.steps
                 bar = tqdm(total=total, initial=event.first_section * event.steps, unit="step")

@@ -14,11 +14,30 @@ def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", "-o", type=Path, required=True, help="where to write the MP4")
     parser.add_argument(
+        "--frames",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write every frame to DIR as a lossless PNG (frame_00000.png, ...)",
+    )
+    parser.add_argument(
         "--seconds", type=float, default=None, help="video length (default: config)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps per section")
     parser.add_argument("--guidance", type=float, default=None, help="distilled guidance scale")
+    parser.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="real CFG scale; above 1 a second pass per step on --negative-prompt "
+        "(about twice the time); default: config, 1 (off)",
+    )
+    parser.add_argument(
+        "--negative-prompt",
+        default=None,
+        help="what real CFG steers away from (with --cfg above 1); default: config, empty",
+    )
     parser.add_argument(
         "--model",
         choices=["framepack", "f1", "tiny"],

@@ -109,6 +109,10 @@ class GenerationSettings:
     steps: int = _spec(25, min=1, max=100)
     max_steps: int = _spec(50, min=1, max=100)
     guidance: float = _spec(10.0, min=1.0, max=32.0)
+    # real CFG: above 1, each step adds a pass on the negative prompt ("" included) and
+    # takes about twice as long; 1 is the demo's default and turns it off
+    cfg: float = _spec(1.0, min=1.0, max=32.0)
+    negative_prompt: str = _spec("", help="what real CFG steers away from (cfg > 1)")
     # base of the resolution buckets; None: 640, or 128 for the tiny preset
     resolution: int | None = _spec(None, min=64, max=1024)
     scheduler: str = _spec("unipc", choices=("unipc", "euler"))

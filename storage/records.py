@@ -73,8 +73,9 @@ class JobParams:
     steps: int = 25
     guidance: float = 10.0
     model: str = "framepack"  # framepack | f1
-    negative_prompt: str = ""
-    cfg: float = 1.0
+    # None: the host's [generation] default (a job made before it was set keeps its own)
+    negative_prompt: str | None = None
+    cfg: float | None = None
     # The finished job whose video this one continues ("extend"); `seconds` are then the
     # new part's, and the video delivered is the whole clip.
     extend_of: int | None = None

@@ -111,23 +111,3 @@ def section_latents_equal(a: Run, b: Run, section: int) -> bool:
     pa = [s.preview for s in a.steps if s.section == section]
     pb = [s.preview for s in b.steps if s.section == section]
     return len(pa) == len(pb) > 0 and all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=True))
-
-
-def pipeline_frames(
-    params: GenerationParams,
-    image: Image.Image,
-    *,
-    end_image: Image.Image | None = None,
-) -> np.ndarray:
-    """The same job through diffusers' `HunyuanVideoFramepackPipeline`, as uint8 frames."""
-    from diffusers import HunyuanVideoFramepackPipeline
-
-    from tests.reference import pipeline_kwargs, to_uint8
-
-    components = tiny_components()
-    pipe = HunyuanVideoFramepackPipeline(**components.pipeline_parts())
-    pipe.set_progress_bar_config(disable=True)
-    kwargs = pipeline_kwargs(
-        params, image, prompt_template=components.prompt_template, end_image=end_image
-    )
-    return to_uint8(pipe(**kwargs).frames[0])

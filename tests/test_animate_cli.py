@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from framepack.engine.params import GenerationParams
 from framepack.video.probe import probe
-from tests.engine_fixtures import picture
+from tests.engine_fixtures import picture, run_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,11 +53,38 @@ def test_animate_renders_a_video_with_the_tiny_model(tmp_path: Path) -> None:
     assert sorted(p.name for p in output.parent.iterdir()) == ["cat.mp4"]  # work folder removed
 
 
+@pytest.mark.slow
+def test_animate_takes_real_cfg_and_writes_lossless_frames(tmp_path: Path) -> None:
+    image = tmp_path / "cat.png"
+    picture(200, 300).save(image)
+    output, frames = tmp_path / "cat.mp4", tmp_path / "frames"
+    result = animate(
+        image, "--prompt", "a cat walks", "--model", "tiny", "--seconds", "1", "--steps", "2",
+        "--seed", "42", "--cfg", "2", "--negative-prompt", "blurry", "--frames", frames,
+        "--output", output, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert probe(output).metadata["cfg"] == "2"
+    assert probe(output).metadata["negative_prompt"] == "blurry"
+    written = sorted(frames.iterdir())
+    assert [p.name for p in written[:2]] == ["frame_00000.png", "frame_00001.png"]
+    assert len(written) == 37
+    # the PNGs are the engine's frames exactly: the same job, in this process
+    params = GenerationParams(
+        prompt="a cat walks", seconds=1.0, steps=2, seed=42, cfg=2.0, negative_prompt="blurry",
+        sampler="inverted", resolution=128,
+    )  # fmt: skip
+    run = run_job(tmp_path / "work", params, Image.open(image))
+    assert run.frames is not None
+    assert np.array_equal(np.stack([np.asarray(Image.open(p)) for p in written]), run.frames)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--model", "f1", "--end-image", "IMAGE"], "end image needs the inverted sampler"),
         (["--model", "tiny", "--steps", "0"], "steps must be"),
+        (["--model", "tiny", "--cfg", "0.5"], "cfg must be"),
         (["--model", "tiny", "--end-image", "missing.png"], "end image missing.png: no such file"),
     ],
 )

@@ -53,3 +53,14 @@ def test_the_worker_benchmark_judges_its_overhead() -> None:
     proc = run("worker.py", "--jobs", "2", "--steps", "1", "--upload-limit", "20000")
     assert "target < 0.5 s each: " in proc.stdout, proc.stdout + proc.stderr
     assert "rerun: python benchmarks/worker.py --jobs 2 --steps 1" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_sampler_benchmark_judges_its_targets() -> None:
+    proc = run("sampler.py", "--points", "16")
+    out = proc.stdout
+    assert "target: UniPC bh1 at 64 graded steps <= 1e-4" in out, out + proc.stderr
+    assert "target: bh1 vs bh2 on the demo's schedule <= 1e-5" in out, out
+    assert "diffusers vs ours:" in out
+    assert "rerun: python benchmarks/sampler.py --points 16" in out
+    assert proc.returncode == (1 if "MISSED" in out else 0)

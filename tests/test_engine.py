@@ -104,11 +104,13 @@ def test_forward_sections_grow_the_video_at_its_end(tmp_path: Path) -> None:
     assert run.done.frames == 73
 
 
-@pytest.mark.parametrize("sampler", ["inverted", "forward"])
+@pytest.mark.parametrize(
+    ("sampler", "scheduler"), [("inverted", "unipc"), ("forward", "unipc"), ("inverted", "euler")]
+)
 def test_resumed_job_ends_with_the_same_frames_and_fewer_steps(
-    tmp_path: Path, sampler: str
+    tmp_path: Path, sampler: str, scheduler: str
 ) -> None:
-    params = replace(FAST, seconds=3.6, sampler=sampler)  # 3 sections
+    params = replace(FAST, seconds=3.6, sampler=sampler, scheduler=scheduler)  # 3 sections
     whole = run_job(tmp_path / "whole", params)
 
     workdir = tmp_path / "interrupted"
@@ -203,14 +205,17 @@ def test_each_section_takes_the_prompt_of_the_time_it_starts(
     assert probe(run.done.video).metadata["prompt"] == timed
 
 
-def test_real_cfg_needs_a_negative_prompt(tmp_path: Path) -> None:
+def test_real_cfg_runs_with_an_empty_negative_prompt_too(tmp_path: Path) -> None:
+    # As the demo: cfg > 1 encodes the negative prompt, "" included, and runs both passes.
     one = replace(FAST, seconds=1.0)
     plain = run_job(tmp_path / "plain", one)
-    no_negative = run_job(tmp_path / "no-negative", one, cfg=3.0)
+    empty = run_job(tmp_path / "empty", one, cfg=3.0)
     negative = run_job(tmp_path / "negative", one, cfg=3.0, negative_prompt="blurry")
-    assert np.array_equal(plain.frames, no_negative.frames)
-    assert not np.array_equal(plain.frames, negative.frames)
+    assert not np.array_equal(plain.frames, empty.frames)
+    assert not np.array_equal(empty.frames, negative.frames)
+    assert probe(empty.done.video).metadata["cfg"] == "3"
     assert probe(negative.done.video).metadata["negative_prompt"] == "blurry"
+    assert "cfg" not in probe(plain.done.video).metadata
 
 
 @pytest.mark.parametrize(
@@ -222,6 +227,7 @@ def test_real_cfg_needs_a_negative_prompt(tmp_path: Path) -> None:
         ({"seconds": 0.0}, "seconds must be"),
         ({"seconds": float("nan")}, "seconds must be"),
         ({"cfg": 0.5}, "cfg must be"),
+        ({"negative_prompt": None}, "negative prompt must be text"),
         ({"scheduler": "ddim"}, "scheduler must be"),
         ({"sampler": "sideways"}, "sampler must be"),
         ({"crf": 60}, "crf must be"),

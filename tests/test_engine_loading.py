@@ -53,12 +53,34 @@ def test_components_load_from_local_folders(saved: Path) -> None:
     assert loaded.tokenizer(prompt).input_ids == tiny.tokenizer(prompt).input_ids
     assert loaded.tokenizer_2(prompt).input_ids == tiny.tokenizer_2(prompt).input_ids
     assert loaded.prompt_template == tiny.prompt_template  # crop_start counted by the tokenizer
+    # the PIL processor of the demo, whatever AutoImageProcessor would pick
+    assert type(loaded.feature_extractor).__name__ == "SiglipImageProcessorPil"
+    assert loaded.feature_extractor.to_dict() == tiny.feature_extractor.to_dict()
 
     # And it renders.
     engine = FramePackEngine(loaded, device="cpu")
     params = GenerationParams(prompt=prompt, seconds=1.0, steps=1, resolution=128)
     events = list(engine.generate(params, picture(), workdir=saved / "job"))
     assert events[-1].frames == 37
+
+
+def test_a_tokenizer_that_splits_prompts_wrongly_is_refused_at_load(
+    saved: Path, tmp_path: Path
+) -> None:
+    from tokenizers import decoders, pre_tokenizers
+
+    broken = tiny_components().tokenizer.__class__(
+        tokenizer_object=tiny_components().tokenizer.backend_tokenizer
+    )
+    broken.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    broken.backend_tokenizer.decoder = decoders.Metaspace()
+    broken.save_pretrained(tmp_path / "tokenizer")
+    sources = {name: str(saved / "hunyuan") for name in PARTS}
+    sources |= {"tokenizer": str(tmp_path / "tokenizer"), "image_encoder": str(saved / "redux")}
+    sources["feature_extractor"] = str(saved / "redux")
+    model = ModelSettings(preset="framepack", device="cpu", sources=sources)
+    with pytest.raises(ValueError, match="AutoTokenizer"):
+        load_components(model)
 
 
 def test_the_tiny_model_is_the_same_on_every_build() -> None:

@@ -33,7 +33,7 @@ from framepack.worker.render import EngineStalled
 from storage.config import Settings
 from storage.files import DataDir
 from storage.positions import DEFAULT_STEP_SECONDS
-from storage.records import EventKind, JobStatus
+from storage.records import EventKind, Job, JobParams, JobStatus
 from storage.store import JobStore
 from tests.engine_fixtures import tiny_components, tiny_engine
 from tests.worker_fixtures import (
@@ -89,25 +89,41 @@ def test_step_throttle_keeps_first_and_last_step_of_a_section() -> None:
     assert allowed == [1, 5, 9, 10]  # first, then at most one a second, and the last
 
 
+def job_record(**params: Any) -> Job:
+    """A running job's record with these `JobParams` (prompt "a cat")."""
+    return Job(
+        id=1, platform="telegram", user_id="u", user_name="", chat_id="c",
+        params=JobParams(prompt="a cat", **params), input_path="/in.png",
+        end_image_path=None, status=JobStatus.RUNNING, attempts=1, worker_id="w",
+        queued_at=0, started_at=0, heartbeat_at=0, finished_at=None,
+        cancel_requested=False, upload_limit=None, result_path=None, delivery_path=None,
+        error=None, delivered_at=None,
+    )  # fmt: skip
+
+
 def test_job_options_map_to_the_engine(settings: Settings) -> None:
-    from storage.records import Job, JobParams
-
-    def job(**params: Any) -> Job:
-        return Job(
-            id=1, platform="telegram", user_id="u", user_name="", chat_id="c",
-            params=JobParams(prompt="a cat", **params), input_path="/in.png",
-            end_image_path=None, status=JobStatus.RUNNING, attempts=1, worker_id="w",
-            queued_at=0, started_at=0, heartbeat_at=0, finished_at=None,
-            cancel_requested=False, upload_limit=None, result_path=None, delivery_path=None,
-            error=None, delivered_at=None,
-        )  # fmt: skip
-
+    job = job_record
     f1 = generation_params(job(model="f1", seconds=3, seed=5, steps=7, guidance=9), settings)
     assert (f1.sampler, f1.seconds, f1.seed, f1.steps, f1.guidance) == ("forward", 3, 5, 7, 9)
     assert (f1.scheduler, f1.resolution) == ("unipc", 64)  # the host's, from the config
     assert generation_params(job(model="framepack"), settings).sampler == "inverted"
     with pytest.raises(ValueError, match="unknown model 'sd'"):
         generation_params(job(model="sd"), settings)
+
+
+def test_real_cfg_defaults_come_from_the_config_unless_the_job_sets_them(
+    settings: Settings,
+) -> None:
+    host = dataclasses.replace(
+        settings,
+        generation=dataclasses.replace(settings.generation, cfg=4.0, negative_prompt="blurry"),
+    )
+    demo = generation_params(job_record(), settings)
+    assert (demo.cfg, demo.negative_prompt) == (1.0, "")  # the demo's, by default
+    hosts = generation_params(job_record(), host)
+    assert (hosts.cfg, hosts.negative_prompt) == (4.0, "blurry")
+    own = generation_params(job_record(cfg=1.0, negative_prompt=""), host)
+    assert (own.cfg, own.negative_prompt) == (1.0, "")
 
 
 def test_real_presets_load_the_model_a_job_asks_for() -> None:

@@ -18,10 +18,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
+from storage.files import CHECKPOINT_NAME
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-FORMAT = "1"
+__all__ = ["CHECKPOINT_NAME", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+# 2: the start latent is the VAE posterior's mean and the generator draws only the
+# section noises; a format-1 file (a sampled latent, a generator one draw ahead)
+# would resume into frames that no uninterrupted run gives.
+FORMAT = "2"
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Checkpoint:
     history: torch.Tensor
     start: torch.Tensor
     end: torch.Tensor | None
-    rng_state: torch.Tensor  # torch.Generator.get_state() of the CPU generator
+    rng_state: torch.Tensor  # torch.Generator.get_state() of the CPU generator of the noises
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -1,11 +1,13 @@
 """FramePack, section by section, as a stream of events.
 
-`HunyuanVideoFramepackPipeline` renders a whole video in one opaque call; the
-bot needs to show progress between steps, a playable video after every section,
-to stop within a step when asked, and to pick a job up again after a crash. So
-the engine runs the pipeline's loop itself, over the same components, with the
-same operations in the same order: with the same seed and scheduler its frames
-equal the pipeline's (tests/test_engine_parity.py).
+The bot needs to show progress between steps, a playable video after every
+section, to stop within a step when asked, and to pick a job up again after a
+crash, so the engine runs FramePack's section loop itself, over the components
+of diffusers' `HunyuanVideoFramepackPipeline`. It computes what FramePack's demo
+computes (its sampler, numerics and random stream): with the same weights,
+picture, prompt and seed its frames equal the demo's loop
+(tests/test_engine_demo_parity.py); with the Euler solver and cfg 1 they also
+equal the diffusers pipeline's (tests/test_engine_parity.py).
 
 A job's life in `generate`: check the settings; crop the picture to its bucket;
 encode the prompts and the picture; resume from the checkpoint in `workdir` if
@@ -46,14 +48,18 @@ from framepack.engine.conditioning import (
     image_to_tensor,
     section_noise,
 )
+from framepack.engine.denoiser import Denoiser, Guidance, distilled_guidance
 from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Started, Step
 from framepack.engine.frames import FrameHistory
 from framepack.engine.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
 from framepack.engine.params import GenerationParams, check_params
+from framepack.engine.previews import latents_to_rgb
 from framepack.engine.prompts import section_prompts
-from framepack.engine.sampling import Guidance, StepCancelled, denoise_section
-from framepack.engine.schedulers import make_scheduler
+from framepack.engine.sampling import StepCancelled, denoise_section
+from framepack.engine.schedule import section_tokens
+from framepack.engine.solvers import make_solver
 from framepack.models.components import Components
+from framepack.models.fp32_output import apply_fp32_output
 from framepack.models.memory import (
     WeightBytes,
     apply_memory_mode,
@@ -74,7 +80,7 @@ def partial_video_name(section: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Job:
+class PreparedJob:
     """Everything a job's sections need, computed once before the first."""
 
     params: GenerationParams
@@ -104,6 +110,8 @@ class FramePackEngine:
             free_bytes=free_vram(self.device),
             weights=WeightBytes.of_components(components),
         )
+        # Before the memory mode: group offloading keeps copies of the weights it places.
+        apply_fp32_output(components.transformer)
         apply_memory_mode(components, self.memory_mode, self.device)
         log.info(
             "engine: %s model on %s, memory mode %s",
@@ -143,7 +151,8 @@ class FramePackEngine:
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> Iterator[EngineEvent]:
         workdir.mkdir(parents=True, exist_ok=True)
-        job = self._prepare(params, image, end_image)
+        job = self.prepare(params, image, end_image)
+        # The seed's generator draws the section noises and nothing else (as the demo).
         generator = torch.Generator("cpu").manual_seed(params.seed)
         history, end_latent, done = self._start_or_resume(job, workdir, generator)
         frames = FrameHistory(overlap=(params.latent_window - 1) * 4 + 1, prepends=history.prepends)
@@ -151,7 +160,7 @@ class FramePackEngine:
 
         for spec in job.specs[:done]:  # resumed: the finished sections' frames, decoded again
             frames.add(
-                self._decode(history.rewind(history.generated_after(spec)).decode_window(spec))
+                self.decode(history.rewind(history.generated_after(spec)).decode_window(spec))
             )
 
         video = workdir / VIDEO_NAME
@@ -162,7 +171,7 @@ class FramePackEngine:
                     job, spec, history.context(spec, end_latent), generator, videos, should_cancel
                 )
                 history.add(latents, spec)
-                frames.add(self._decode(history.decode_window(spec)))
+                frames.add(self.decode(history.decode_window(spec)))
                 save_checkpoint(
                     workdir / CHECKPOINT_NAME,
                     Checkpoint(
@@ -197,7 +206,7 @@ class FramePackEngine:
 
     def _sample(
         self,
-        job: _Job,
+        job: PreparedJob,
         spec: SectionSpec,
         context: SectionContext,
         generator: torch.Generator,
@@ -206,21 +215,12 @@ class FramePackEngine:
     ) -> Generator[EngineEvent, None, torch.Tensor]:
         """Denoise one section: its `Step`s (and the previous section's video when it is
         written); returns its latents."""
-        steps = denoise_section(
-            self.components.transformer,
-            make_scheduler(job.params.scheduler),
-            self._noise(job, generator),
-            context,
-            prompt=job.prompts[spec.index],
-            image_embeds=job.image_embeds,
-            guidance=job.guidance,
-            steps=job.params.steps,
-            should_cancel=should_cancel,
-        )
+        steps = self.section_steps(job, spec, context, generator, should_cancel=should_cancel)
         try:
             while True:
-                step, preview = next(steps)
+                step, denoised = next(steps)
                 yield from videos.ready()
+                preview = latents_to_rgb(denoised)
                 yield Step(section=spec.index, step=step, steps=job.params.steps, preview=preview)
         except StopIteration as finished:
             return finished.value
@@ -228,10 +228,43 @@ class FramePackEngine:
             yield from videos.wait()  # the last finished section's video still goes out
             raise Cancelled(spec.index) from None
 
-    def _prepare(
-        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None
-    ) -> _Job:
+    def section_steps(
+        self,
+        job: PreparedJob,
+        spec: SectionSpec,
+        context: SectionContext,
+        generator: torch.Generator,
+        *,
+        should_cancel: Callable[[], bool] = lambda: False,
+    ) -> Generator[tuple[int, torch.Tensor], None, torch.Tensor]:
+        """One section's denoising: draws its noise from `generator`, yields (step, clean
+        estimate) after each step and returns the section's latents.
+
+        The model work of a section, without events, previews or files: what
+        `generate` runs per section, and what a shape-only run on the meta device runs.
+        """
+        noise = self._noise(job, generator)
+        denoiser = Denoiser(
+            self.components.transformer,
+            context,
+            prompt=job.prompts[spec.index],
+            image_embeds=job.image_embeds,
+            guidance=job.guidance,
+        )
+        tokens = section_tokens(
+            *noise.shape[2:], patch_size=self.components.transformer.config.patch_size
+        )
+        solver = make_solver(
+            job.params.scheduler, steps=job.params.steps, tokens=tokens, device=noise.device
+        )
+        return denoise_section(denoiser, solver, noise, should_cancel=should_cancel)
+
+    @torch.no_grad()
+    def prepare(
+        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None = None
+    ) -> PreparedJob:
         """Crop the pictures to their bucket and encode the prompts and the start picture."""
+        check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
         c, device = self.components, self.device
         dtype = c.transformer.dtype
         # A phone photo's EXIF orientation says which way is up; the pixels alone do not.
@@ -258,11 +291,11 @@ class FramePackEngine:
             for text in dict.fromkeys(texts)
         }
         negative = None
-        if params.cfg > 1 and params.negative_prompt:
+        if params.cfg > 1:  # real CFG, on the negative prompt even when it is "" (as the demo)
             negative = encode_prompt(c, params.negative_prompt, device=device, dtype=dtype)
-        start_pixels = image_to_tensor(start_rgb)
-        # The pipeline conditions every section on the start picture's features only.
-        image_embeds = encode_image_features(c, start_pixels, device=device, dtype=dtype)
+        # Every section is conditioned on the start picture's features only (the end
+        # image, if any, is a latent of the first section's context).
+        image_embeds = encode_image_features(c, start_rgb, device=device, dtype=dtype)
 
         fingerprint = hashlib.sha256()
         weights = c.transformer.config.get("_name_or_path", "")  # which checkpoint, if loaded
@@ -271,26 +304,35 @@ class FramePackEngine:
         for rgb in (start_rgb, end_rgb):
             fingerprint.update(b"-" if rgb is None else rgb.tobytes())
 
-        return _Job(
+        return PreparedJob(
             params=params,
             specs=specs,
             height=height,
             width=width,
-            start_pixels=start_pixels,
+            start_pixels=image_to_tensor(start_rgb),
             end_pixels=None if end_rgb is None else image_to_tensor(end_rgb),
             fingerprint=fingerprint.hexdigest(),
             prompts=[encoded[text] for text in texts],
             image_embeds=image_embeds,
             guidance=Guidance(
-                distilled=torch.tensor([params.guidance], dtype=dtype, device=device) * 1000.0,
+                distilled=distilled_guidance(params.guidance, dtype=dtype, device=device),
                 cfg=params.cfg,
                 negative=negative,
             ),
             metadata=self._metadata(params, width, height),
         )
 
+    @torch.no_grad()
+    def start(self, job: PreparedJob) -> tuple[LatentHistory, torch.Tensor | None]:
+        """A new history from the start picture's latent, and the end picture's latent."""
+        start = encode_latent(self.components, job.start_pixels, device=self.device)
+        end = None
+        if job.end_pixels is not None:
+            end = encode_latent(self.components, job.end_pixels, device=self.device)
+        return HISTORIES[job.params.sampler].new(start, job.params.latent_window), end
+
     def _start_or_resume(
-        self, job: _Job, workdir: Path, generator: torch.Generator
+        self, job: PreparedJob, workdir: Path, generator: torch.Generator
     ) -> tuple[LatentHistory, torch.Tensor | None, int]:
         """The history, the end latent and the number of sections already done."""
         kind = HISTORIES[job.params.sampler]
@@ -304,25 +346,20 @@ class FramePackEngine:
             end = None if saved.end is None else saved.end.to(self.device)
             log.info("resuming after section %d of %d", saved.sections_done, len(job.specs))
             return history, end, saved.sections_done
-        start = encode_latent(
-            self.components, job.start_pixels, device=self.device, generator=generator
-        )
-        end = None
-        if job.end_pixels is not None:
-            end = encode_latent(
-                self.components, job.end_pixels, device=self.device, generator=generator
-            )
-        return kind.new(start, job.params.latent_window), end, 0
+        return *self.start(job), 0
 
-    def _noise(self, job: _Job, generator: torch.Generator) -> torch.Tensor:
+    def _noise(self, job: PreparedJob, generator: torch.Generator) -> torch.Tensor:
         """A section's starting noise, from the job's generator (so a seed is a video)."""
         channels = self.components.transformer.config.in_channels
         shape = (1, channels, job.params.latent_window, job.height // 8, job.width // 8)
         return section_noise(shape, generator=generator, device=self.device)
 
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, frames, H, W) in [-1, 1] of `latents`, in the VAE's dtype."""
         vae = self.components.vae
-        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        # Unscaled in float32, then cast, as the demo's `vae_decode` (the pipeline casts first).
+        return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
 
     def _metadata(self, params: GenerationParams, width: int, height: int) -> dict[str, str]:
         metadata = {
@@ -337,6 +374,6 @@ class FramePackEngine:
             "model": self.components.preset,
             "software": SOFTWARE,
         }
-        if params.cfg > 1 and params.negative_prompt:
+        if params.cfg > 1:
             metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
         return metadata

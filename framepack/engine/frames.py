@@ -14,16 +14,20 @@ import torch
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """VAE output (B, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 of the first batch item,
-    rounded from the pipeline's `postprocess_video` floats."""
-    video = (pixels[0] * 0.5 + 0.5).clamp(0, 1).float()
-    return (video * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+    """VAE output (B, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 of the first batch item.
+
+    Truncated, not rounded, as the demo's `save_bcthw_as_mp4` converts: x * 127.5 + 127.5
+    cast to uint8 (the diffusers pipeline rounds, up to one level brighter).
+    """
+    video = pixels[0].float().clamp(-1, 1) * 127.5 + 127.5
+    return video.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def soft_append(history: torch.Tensor, current: torch.Tensor, overlap: int) -> torch.Tensor:
     """`history` then `current` along time, cross-fading `overlap` frames (the pipeline's
     `_soft_append`, op for op, so that the floats match)."""
-    weights = torch.linspace(1, 0, overlap, dtype=history.dtype, device=history.device)
+    # The weights are made on the CPU, as the demo makes them, then moved.
+    weights = torch.linspace(1, 0, overlap, dtype=history.dtype).to(history.device)
     weights = weights.view(1, 1, -1, 1, 1)
     blended = weights * history[:, :, -overlap:] + (1 - weights) * current[:, :, :overlap]
     return torch.cat([history[:, :, :-overlap], blended, current[:, :, overlap:]], dim=2).to(

@@ -17,7 +17,7 @@ from storage.records import LATENT_WINDOW, sections_for
 
 Sampler = Literal["inverted", "forward"]
 SAMPLERS: tuple[str, ...] = ("inverted", "forward")
-SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.engine.schedulers
+SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.engine.solvers
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class GenerationParams:
     seed: int = 0
     steps: int = 25
     guidance: float = 10.0  # distilled guidance, fed to the transformer as an embedding
-    cfg: float = 1.0  # real CFG: a second pass on `negative_prompt`, only when > 1 and it is set
+    cfg: float = 1.0  # real CFG: > 1 adds a pass on `negative_prompt` ("" too), as the demo
     negative_prompt: str = ""
     sampler: Sampler = "inverted"  # framepack: inverted anti-drifting (end first); f1: forward
     scheduler: Literal["unipc", "euler"] = "unipc"
@@ -81,6 +81,8 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
         raise ValueError(f"guidance must be a number >= 0, not {params.guidance}")
     if not math.isfinite(params.cfg) or params.cfg < 1:
         raise ValueError(f"cfg must be a number >= 1 (1 turns real CFG off), not {params.cfg}")
+    if not isinstance(params.negative_prompt, str):
+        raise ValueError(f"the negative prompt must be text, not {params.negative_prompt!r}")
     if params.sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {params.sampler!r}")
     if params.scheduler not in SCHEDULERS:

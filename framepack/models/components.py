@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -19,31 +19,6 @@ if TYPE_CHECKING:
     )
     from transformers.image_processing_utils import BaseImageProcessor
 
-# HunyuanVideo's prompt template (as the pipeline's DEFAULT_PROMPT_TEMPLATE): the Llama
-# encoder reads the prompt inside it, and the first `crop_start` tokens are cut off again.
-PROMPT_TEMPLATE = (
-    "<|start_header_id|>system<|end_header_id|>\n\n"
-    "Describe the video by detailing the following aspects: "
-    "1. The main content and theme of the video."
-    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
-    "3. Actions, events, behaviors temporal relationships, "
-    "physical movement changes of the objects."
-    "4. background environment, light, style and atmosphere."
-    "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
-    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-)
-LLAMA3_CROP_START = 95  # tokens of the template before the prompt, with the Llama 3 tokenizer
-
-
-def default_prompt_template() -> dict[str, Any]:
-    return {"template": PROMPT_TEMPLATE, "crop_start": LLAMA3_CROP_START}
-
-
-def llama_prompt_template(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """The template with `crop_start` counted by `tokenizer` (one other than Llama 3's)."""
-    prefix = PROMPT_TEMPLATE.split("{}")[0]
-    return {"template": PROMPT_TEMPLATE, "crop_start": len(tokenizer(prefix)["input_ids"])}
-
 
 @dataclass
 class Components:
@@ -57,10 +32,12 @@ class Components:
     tokenizer_2: PreTrainedTokenizerBase
     image_encoder: SiglipVisionModel
     feature_extractor: BaseImageProcessor
-    scheduler: SchedulerMixin  # the pipeline's (flow-match Euler); the engine makes one per job
+    scheduler: SchedulerMixin  # the pipeline's (flow-match Euler); the engine makes its own solvers
+    # HunyuanVideo's template and its crop_start counted by `tokenizer`
+    # (`framepack.models.prompt_template.llama_prompt_template`)
+    prompt_template: dict[str, Any]
     preset: str = "framepack"
     is_random: bool = False  # the tiny preset: random weights, its videos are noise
-    prompt_template: dict[str, Any] = field(default_factory=default_prompt_template)
 
     def models(self) -> dict[str, torch.nn.Module]:
         """The parts with weights, in the order a job uses them."""

@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from framepack.engine.schedulers import make_scheduler
-from framepack.models.components import Components, default_prompt_template, llama_prompt_template
+from framepack.engine.solvers import pipeline_scheduler
+from framepack.models.components import Components
 from framepack.models.presets import Preset
+from framepack.models.processors import load_siglip_processor
+from framepack.models.prompt_template import llama_prompt_template
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ COMPONENT_NAMES = (
     "image_encoder", "feature_extractor",
 )  # fmt: skip
 _OWN_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
-LLAMA3_VOCAB = 128_000  # HunyuanVideo's Llama 3 tokenizer has 128 256 tokens
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,22 @@ def component_dtypes(device: torch.device) -> dict[str, torch.dtype]:
 def _loaders() -> dict[str, Callable[..., Any]]:
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackTransformer3DModel
     from transformers import (
-        AutoImageProcessor,
         AutoTokenizer,
         CLIPTextModel,
         LlamaModel,
         SiglipVisionModel,
     )
 
+    # Both libraries build the model on the meta device and fill it tensor by tensor
+    # from the files, cast to `dtype` as each is read: the host holds about one copy
+    # of the weights, never a float32 one.
     def diffusers_model(cls: Any) -> Callable[..., Any]:
         return lambda source, dtype, **kw: cls.from_pretrained(
-            source.location, subfolder=source.subfolder, torch_dtype=dtype, **kw
+            source.location,
+            subfolder=source.subfolder,
+            torch_dtype=dtype,
+            low_cpu_mem_usage=True,
+            **kw,
         )
 
     def transformers_model(cls: Any) -> Callable[..., Any]:
@@ -105,7 +112,9 @@ def _loaders() -> dict[str, Callable[..., Any]]:
         "image_encoder": transformers_model(SiglipVisionModel),
         "tokenizer": processor(AutoTokenizer),
         "tokenizer_2": processor(AutoTokenizer),
-        "feature_extractor": processor(AutoImageProcessor),
+        "feature_extractor": lambda source, dtype, **kw: load_siglip_processor(
+            source.location, source.subfolder, **kw
+        ),
     }
 
 
@@ -130,15 +139,12 @@ def load_pretrained(
         if isinstance(part, torch.nn.Module):
             part.eval().requires_grad_(False)
         parts[name] = part
-    tokenizer = parts["tokenizer"]
-    template = (
-        default_prompt_template()
-        if len(tokenizer) >= LLAMA3_VOCAB
-        else llama_prompt_template(tokenizer)
-    )
+    # Refuses a tokenizer that splits prompts wrongly, with the fix in the message.
+    template = llama_prompt_template(parts["tokenizer"])
+    log.info("prompt template: the prompt starts at token %d", template["crop_start"])
     return Components(
         **parts,
-        scheduler=make_scheduler("euler"),
+        scheduler=pipeline_scheduler(),
         preset=preset.name,
         is_random=False,
         prompt_template=template,

@@ -21,8 +21,10 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from framepack.engine.schedulers import make_scheduler
-from framepack.models.components import Components, llama_prompt_template
+from framepack.engine.solvers import pipeline_scheduler
+from framepack.models.components import Components
+from framepack.models.processors import siglip_processor_class
+from framepack.models.prompt_template import llama_prompt_template
 
 TINY_SEED = 20250417  # FramePack's release date: any fixed number would do
 TEXT_DIM = 16  # Llama hidden size, the transformer's text_embed_dim
@@ -71,18 +73,6 @@ def clip_tokenizer() -> PreTrainedTokenizerFast:
     return _byte_tokenizer(
         bos="<|startoftext|>", eos="<|endoftext|>", add_eos=True, specials=(), max_length=77
     )
-
-
-def siglip_processor_class() -> type:
-    """SigLIP's PIL-backed processor: the same pixels with or without torchvision installed."""
-    try:
-        from transformers import SiglipImageProcessorPil  # transformers >= 5
-
-        return SiglipImageProcessorPil
-    except ImportError:
-        from transformers import SiglipImageProcessor
-
-        return SiglipImageProcessor
 
 
 def build_tiny_components(
@@ -179,7 +169,7 @@ def build_tiny_components(
         tokenizer_2=tokenizer_2,
         image_encoder=image_encoder,
         feature_extractor=feature_extractor,
-        scheduler=make_scheduler("euler"),
+        scheduler=pipeline_scheduler(),
         preset="tiny",
         is_random=True,
         prompt_template=llama_prompt_template(tokenizer),

@@ -65,8 +65,9 @@ def engine_factory(model: ModelSettings) -> EngineFactory:
 
 
 def generation_params(job: Job, settings: Settings) -> GenerationParams:
-    """The engine's settings for a job: the user's options, the host's scheduler and buckets."""
-    p = job.params
+    """The engine's settings for a job: the user's options, the host's scheduler and buckets,
+    and the host's real-CFG defaults where the job sets none."""
+    p, defaults = job.params, settings.generation
     if p.model not in SAMPLER_OF_MODEL:
         raise ValueError(f"unknown model {p.model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}")
     return GenerationParams(
@@ -75,8 +76,10 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         seed=p.seed,
         steps=p.steps,
         guidance=p.guidance,
-        cfg=p.cfg,
-        negative_prompt=p.negative_prompt,
+        cfg=p.cfg if p.cfg is not None else defaults.cfg,
+        negative_prompt=(
+            p.negative_prompt if p.negative_prompt is not None else defaults.negative_prompt
+        ),
         sampler=SAMPLER_OF_MODEL[p.model],  # type: ignore[arg-type]
         scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
         resolution=settings.resolution,
