@@ -28,7 +28,7 @@ from bot.requests import (
 from bot.videos import check_video, is_video, save_video
 from storage.config import Settings
 from storage.files import DataDir, DiskFull, is_disk_full
-from storage.records import Job, JobParams, JobStatus
+from storage.records import EventKind, Job, JobParams, JobStatus
 from storage.store import IllegalTransition, JobStore, QueueRefused
 
 log = logging.getLogger("framepack_bot.bot")
@@ -290,6 +290,15 @@ class BotService:
                 f"The video of job #{old.id} cannot be extended any more (old files are removed). "
                 "Send it as a video with /animate to continue it."
             )
+        # The worker holds the whole clip in memory to deliver it: as long as a video sent
+        # to continue may be, and no longer.
+        longest = self.settings.generation.max_video_seconds
+        clip = await self._video_seconds(old)
+        if clip > longest:
+            raise UserError(
+                f"The video of job #{old.id} is {clip:.0f} s long; the most I continue is "
+                f"{longest:g} s."
+            )
         options = AnimateOptions(
             prompt=prompt if prompt and prompt.strip() else old.params.prompt,
             seconds=seconds,
@@ -310,6 +319,12 @@ class BotService:
         )
         log.info("job %d queued by %s:%s (extends %d)", job.id, who.platform, who.user_id, old.id)
         return job
+
+    async def _video_seconds(self, job: Job) -> float:
+        """How long the finished video of `job` is (its done event says)."""
+        events = await self.store.events_since(0, job_id=job.id, limit=100_000)
+        done = [e for e in events if e.kind is EventKind.DONE]
+        return float(done[-1].data.get("seconds", 0.0)) if done else 0.0
 
     async def remix(
         self,

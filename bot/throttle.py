@@ -29,7 +29,7 @@ IDLE_KEYS = 1024  # keys kept after their last call; older idle ones are dropped
 class _Line:
     calls: deque[float] = field(default_factory=deque)  # answer times, oldest first
     in_flight: int = 0  # calls let go and not answered yet
-    waiting: list[tuple[int, int]] = field(default_factory=list)  # heap of (rank, ticket)
+    waiting: list[tuple[int, float, int]] = field(default_factory=list)  # heap of tickets
     moved: asyncio.Event = field(default_factory=asyncio.Event)
     blocked_until: float = float("-inf")
 
@@ -85,11 +85,16 @@ class RateLimiter:
         return wait
 
     @contextlib.asynccontextmanager
-    async def call(self, key: Hashable, *, urgent: bool = False) -> AsyncIterator[None]:
+    async def call(self, key: Hashable, *, urgent: bool | float = False) -> AsyncIterator[None]:
         """Wait until a call for `key` is allowed and it is this caller's turn; the block
-        is the call, counted from now until it ends."""
+        is the call, counted from now until it ends. `urgent`: True, or the time its job
+        finished (the earliest goes first), puts the call ahead of the others."""
         line = self._line(key)
-        ticket = (0 if urgent else 1, next(self._tickets))
+        if isinstance(urgent, bool):
+            rank = (0, float("inf")) if urgent else (1, 0.0)
+        else:
+            rank = (0, float(urgent))
+        ticket = (*rank, next(self._tickets))
         heapq.heappush(line.waiting, ticket)
         try:
             while True:

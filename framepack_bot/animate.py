@@ -2,7 +2,9 @@
 
 The same engine and options as the bot. The work folder (checkpoint and partial
 videos) sits beside the output until the video is done, so an interrupted run
-resumes when the same command is given again with the same seed.
+resumes when the same command is given again with the same seed. A video (MP4,
+WebM) in place of the picture is continued, as a video sent to the bot is: the
+output is that video followed by the new part.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.config import ConfigError, ModelSettings, load_settings
+from storage.files import is_video_input
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from framepack.engine.continuation import VideoSource
     from framepack.engine.params import GenerationParams
 
 EXIT_USAGE = 2
@@ -45,6 +49,7 @@ def _open_picture(path: Path, what: str) -> Image.Image:
 
 
 def main(args: argparse.Namespace) -> int:
+    from framepack.engine.continuation import VideoSource
     from framepack.engine.params import GenerationParams, check_params
     from framepack.models.presets import get_preset
 
@@ -74,7 +79,13 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         check_params(params, preset=preset.name, has_end_image=args.end_image is not None)
-        image = _open_picture(args.image, "image")
+        source = image = None
+        if is_video_input(args.image):
+            if not args.image.is_file():
+                raise ValueError(f"video {args.image}: no such file")
+            source = VideoSource(args.image)
+        else:
+            image = _open_picture(args.image, "image")
         end_image = _open_picture(args.end_image, "end image") if args.end_image else None
     except ValueError as exc:
         return _fail(str(exc))
@@ -83,7 +94,9 @@ def main(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = output.with_name(f".{output.name}.work")
     try:
-        video = _render(model, params, image, end_image, workdir, frames_dir=args.frames)
+        video = _render(
+            model, params, image, end_image, workdir, source=source, frames_dir=args.frames
+        )
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; run the same command with --seed {seed} to resume from {workdir}",
@@ -94,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"{output}  (seed {seed})")
     if args.frames is not None:
-        print(f"{args.frames}/  ({params.frames()} frames as PNG)")
+        print(f"{args.frames}/  ({len(list(args.frames.glob('*.png')))} frames as PNG)")
     if preset.name == "tiny":
         print("the tiny model has random weights: its video is coloured noise")
     return 0
@@ -103,10 +116,11 @@ def main(args: argparse.Namespace) -> int:
 def _render(
     model: ModelSettings,
     params: GenerationParams,
-    image: Image.Image,
+    image: Image.Image | None,
     end_image: Image.Image | None,
     workdir: Path,
     *,
+    source: VideoSource | None = None,
     frames_dir: Path | None = None,
 ) -> Path:
     """Run the engine with a progress bar; the finished video's path. With `frames_dir`,
@@ -131,6 +145,7 @@ def _render(
         image,
         workdir=workdir,
         end_image=end_image,
+        source=source,
         on_frames=write_frames if frames_dir is not None else None,
     )
     try:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path, help="the picture to animate")
+    parser.add_argument(
+        "image", type=Path, help="the picture to animate, or a video (MP4, WebM) to continue"
+    )
     parser.add_argument(
         "--prompt", required=True, help="what should happen; '[0s: ...] [3s: ...]' per section"
     )

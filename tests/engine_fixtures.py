@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from framepack.engine.continuation import VideoSource
 from framepack.engine.engine import FramePackEngine
 from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Started, Step
 from framepack.engine.params import GenerationParams
@@ -76,6 +77,7 @@ def run_job(
     image: Image.Image | None = None,
     *,
     end_image: Image.Image | None = None,
+    source: VideoSource | None = None,
     cancel_when: Callable[[EngineEvent], bool] | None = None,
     engine: FramePackEngine | None = None,
     **changes: object,
@@ -90,9 +92,10 @@ def run_job(
 
     events = (engine or tiny_engine()).generate(
         params,
-        image or picture(),
+        None if source is not None else image or picture(),
         workdir=workdir,
         end_image=end_image,
+        source=source,
         should_cancel=lambda: stop,
         on_frames=keep,
     )

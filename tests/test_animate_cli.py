@@ -52,6 +52,20 @@ def test_animate_renders_a_video_with_the_tiny_model(tmp_path: Path) -> None:
     assert info.metadata["seed"] == "42" and info.metadata["model"] == "tiny"
     assert sorted(p.name for p in output.parent.iterdir()) == ["cat.mp4"]  # work folder removed
 
+    # a video in place of the picture is continued: the output is it, then the new part
+    longer = tmp_path / "out" / "longer.mp4"
+    result = animate(
+        output, "--prompt", "the cat sits", "--model", "tiny", "--seconds", "1", "--steps", "2",
+        "--output", longer, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert probe(longer).frames == 73 + 36 and probe(longer).metadata["seconds"] == "3.63"
+    missing = animate(tmp_path / "gone.mp4", "--prompt", "x", "--model", "tiny", "--output",
+                      longer, cwd=tmp_path)  # fmt: skip
+    assert (
+        missing.returncode == 2 and "video" in missing.stderr and "no such file" in missing.stderr
+    )
+
 
 @pytest.mark.slow
 def test_animate_takes_real_cfg_and_writes_lossless_frames(tmp_path: Path) -> None:

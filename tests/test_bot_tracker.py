@@ -126,6 +126,25 @@ async def test_urgent_calls_go_first_and_each_kind_in_turn() -> None:
     assert order == ["video A", "video B", "edit 1", "edit 2"]
 
 
+async def test_videos_that_say_when_they_finished_go_in_that_order() -> None:
+    # B's sender asked first, but A's job finished first (its sender was busy with an
+    # edit then): A's video goes first.
+    limiter = RateLimiter([(1, 0.05)])
+    order: list[str] = []
+
+    async def one(name: str, finished_at: float) -> None:
+        async with limiter.call("chat", urgent=finished_at):
+            order.append(name)
+
+    async with limiter.call("chat"):
+        b = asyncio.create_task(one("video B", 1002.0))
+        await asyncio.sleep(0.01)
+        a = asyncio.create_task(one("video A", 1001.0))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(a, b)
+    assert order == ["video A", "video B"]
+
+
 async def running_tracker(store: JobStore, notifier: RecordingNotifier):
     stop = asyncio.Event()
     tracker = JobTracker(store, {"telegram": notifier}, poll_interval=0.05)

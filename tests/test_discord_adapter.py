@@ -344,6 +344,10 @@ async def test_extend_and_remix_open_forms_whose_jobs_queue(scene: Scene) -> Non
     await scene.restart()  # the buttons of messages sent before a restart still work
     shown = await fake.press(scene.alice, first, "fpb:extend:1")
     assert shown.modal is not None
+    for job_id in (2, 3):  # both videos arrive, each in its job's message
+        await scene.worker.render_all(await scene.worker.claim())
+        await scene.wait_delivered(job_id)
+        assert scene.job_message(job_id).attachment(f"framepack-{job_id}.mp4").size > 0
 
 
 async def test_a_video_attachment_is_continued(scene: Scene, tmp_path: Path) -> None:

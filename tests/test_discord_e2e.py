@@ -29,6 +29,11 @@ TELEGRAM_USER = 7007
 UPLOAD_LIMIT = 60_000  # bytes: the Discord server's; the 2-second tiny video is ~90 kB
 
 
+async def jobs_of_alice(tmp_path: Path, user_id: int) -> list:  # type: ignore[type-arg]
+    async with await JobStore.open(tmp_path / "data" / "framepack-bot.sqlite3") as store:
+        return await store.jobs_of("discord", str(user_id))
+
+
 def heads(message: FakeMessage) -> list[str]:
     """The embed title of every state the message went through."""
     return [(s.embeds[0].get("title", "") if s.embeds else "") for s in message.history]
@@ -104,6 +109,18 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
                 ],
                 timeout=150,
             )
+
+            # Extend the Discord video from its message: a form, then the whole clip
+            first = channel.messages[0]
+            extend = next(c for c in first.custom_ids if c.startswith("fpb:extend:"))
+            shown = await discord_fake.press(alice, first, extend)
+            assert shown.modal is not None
+            await discord_fake.submit(alice, shown, {"seconds": "1", "prompt": "it spins back"})
+            await discord_fake.wait_until(
+                lambda: len(channel.messages) == 2 and heads(channel.messages[1])[-1] == "✅ Done",
+                timeout=150,
+                what=f"the extended video on Discord\n{log_path.read_text()}",
+            )
         finally:
             with contextlib.suppress(ProcessLookupError):
                 run.send_signal(signal.SIGINT)
@@ -125,7 +142,9 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
         # adapter tests cover each stage with a worker they pace themselves.
         # Both platforms queue at once: either may get job #1.
         async with await JobStore.open(tmp_path / "data" / "framepack-bot.sqlite3") as store:
-            [job] = await store.jobs_of("discord", str(alice.id))
+            [job] = [
+                j for j in await store.jobs_of("discord", str(alice.id)) if not j.params.extend_of
+            ]
             events = await store.events_since(0, job_id=job.id)
         started = next(e.created_at for e in events if e.kind is EventKind.STARTED)
         section = next(e.created_at for e in events if e.kind is EventKind.SECTION)
@@ -144,6 +163,13 @@ async def test_discord_and_telegram_together_in_one_framepack_bot_run(tmp_path: 
             f"fpb:{action}:{job.id}" for action in ("reroll", "extend", "remix", "delete")
         ]
         assert reply.webhook_errors == []
+
+        extended_id = int(extend.rsplit(":", 1)[1])
+        [extension] = [j for j in await jobs_of_alice(tmp_path, alice.id) if j.id != job.id]
+        assert extension.params.extend_of == extended_id == job.id
+        whole = tmp_path / "extended.mp4"
+        whole.write_bytes(channel.messages[1].attachment(f"framepack-{extension.id}.mp4").data)
+        assert probe(whole).frames == 73 + 36, "the whole clip: the old part, then the new"
 
         # Telegram: the same worker rendered its job too
         assert "a blue square waves" in job_message.text

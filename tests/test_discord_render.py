@@ -70,7 +70,7 @@ def test_a_video_over_the_limit_is_not_attached_and_the_message_says_why(tmp_pat
     message = discord_message(done, render(done))
     assert message.file is None
     assert "more than this server takes" in message.embed["description"]
-    assert [action for _, action in message.buttons] == ["reroll", "delete"]
+    assert [action for _, action in message.buttons] == ["reroll", "extend", "remix", "delete"]
 
     fits = dataclasses.replace(done, upload_limit=5000)
     sent = discord_message(fits, render(fits))

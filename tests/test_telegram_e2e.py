@@ -289,3 +289,67 @@ async def test_a_killed_bot_delivers_the_video_once_when_it_starts_again(tmp_pat
     received.write_bytes(message.media)
     assert probe(received).frames == 109
     assert not any(c.status == 413 for c in fake.calls)
+
+
+async def test_extend_and_remix_render_after_a_restart(tmp_path: Path) -> None:
+    """A finished job's Extend and Remix, pressed after the bot restarted: each renders
+    a new video that arrives; the extension's is the whole clip; another member's
+    press is refused."""
+    async with FakeTelegram() as fake:
+        config = e2e_config(tmp_path, fake)
+        log_path = tmp_path / "run.log"
+        run = ["-m", "framepack_bot.cli", "run", "--config", str(config)]
+        async with process(run, log_path, fake):
+            await fake.wait_for(lambda: fake.waiting_polls, 30)
+            fake.user_sends_photo(
+                user_id=USER, image=png(160, 120, "orange"),
+                caption="/animate a red square turns --seconds 1 --steps 2 --seed 5",
+            )  # fmt: skip
+            (message,) = await fake.wait_for(lambda: job_messages(fake, USER))
+            await fake.wait_for(lambda: done(message), WAIT)
+
+        async with process(run, log_path, fake):  # a new bot process: the buttons still work
+            await fake.wait_for(lambda: fake.waiting_polls, 30)
+            press = {"chat_id": USER, "message_id": message.message_id}
+            fake.user_presses_button(
+                user_id=OTHER, data=message.button("Extend").callback_data, **press
+            )
+            await fake.wait_for(lambda: fake.answered_callbacks, 30)
+            assert "Only the person who asked" in (fake.answered_callbacks[-1].text or "")
+
+            fake.user_presses_button(
+                user_id=USER, data=message.button("Extend").callback_data, **press
+            )
+            await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2, 30)
+            extension = job_messages(fake, USER)[1]
+            await fake.wait_for(lambda: done(extension), WAIT)
+
+            fake.user_presses_button(
+                user_id=USER, data=message.button("Remix").callback_data, **press
+            )
+            question = await fake.wait_for(
+                lambda: next((m for m in fake.messages(USER) if m.state.force_reply), None), 30
+            )
+            fake.user_sends_text(
+                user_id=USER, text="a blue square turns", reply_to=question.message_id
+            )
+            await fake.wait_for(lambda: len(job_messages(fake, USER)) == 3, 30)
+            remix = job_messages(fake, USER)[2]
+            await fake.wait_for(lambda: done(remix), WAIT)
+
+        log = log_path.read_text()
+        assert "Traceback" not in log, log
+
+    def frames_of(m: Message) -> int:
+        path = tmp_path / f"received-{m.message_id}.mp4"
+        path.write_bytes(m.media)
+        return probe(path).frames
+
+    extended, remixed = await job_of(config, 2), await job_of(config, 3)
+    assert extended.params.extend_of == 1 and remixed.params.prompt == "a blue square turns"
+    assert frames_of(message) == 37  # one section
+    seconds = extended.params.seconds  # the host's default length, added to the clip
+    new = int(max(round(seconds * 30 / 36), 1)) * 36
+    assert frames_of(extension) == 37 + new  # the whole clip: the old part, then the new
+    assert frames_of(remix) == 37 and remixed.params.seed == 5  # same seed, new prompt
+    assert "a blue square turns" in remix.text

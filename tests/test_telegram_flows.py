@@ -208,3 +208,36 @@ async def test_a_video_is_continued_and_its_last_frame_shown(
     assert message.kind == "photo"  # the video's last frame, the picture it goes on from
     assert "3 s long; the most I continue is 2 s" in too_long
     assert "damaged" in damaged
+
+
+async def test_extensions_remixes_and_videos_count_toward_the_daily_seconds(
+    tmp_path: Path, fake: FakeTelegram, stand_in: StandIns
+) -> None:
+    settings = make_settings(
+        tmp_path, fake, generation={"seconds": 2.0, "max_video_seconds": 5.0},
+        queue={"max_video_seconds_per_day": 5.0},
+    )  # fmt: skip
+    worker = await stand_in(settings)
+    async with running_bot(settings, fake):
+        message = await finished_job(fake, worker, "/animate a cat walks --seconds 2")
+        press(fake, message, "Extend")  # 2 s more: 4 of 5 s used (the new part counts)
+        await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2, timeout=10)
+
+        press(fake, message, "Remix")
+        question = await fake.wait_for(
+            lambda: next((m for m in fake.messages(USER) if m.state.force_reply), None), 10
+        )
+        fake.user_sends_text(user_id=USER, text="a cat runs", reply_to=question.message_id)
+        await fake.wait_for(lambda: len(replies(fake, USER)) == 2, timeout=10)  # after the question
+        remix_refused = replies(fake, USER)[1]
+
+        fake.user_sends_video(
+            user_id=USER, data=clip(1.0), duration=1, width=128, height=96,
+            caption="/animate it goes on",
+        )  # fmt: skip
+        await fake.wait_for(lambda: len(replies(fake, USER)) == 3, timeout=15)
+        video_refused = replies(fake, USER)[2]
+    assert "1 of your 5 seconds of video left" in remix_refused
+    assert "asks for 2" in remix_refused
+    assert "1 of your 5 seconds of video left" in video_refused
+    assert len(await jobs(settings)) == 2  # the first job and its extension only

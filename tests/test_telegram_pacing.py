@@ -96,7 +96,10 @@ async def test_in_a_group_videos_go_first_in_the_order_they_finished(
             for step in (1, 2, 3):
                 await worker.step(a1, 0, step, sections=2, steps=3)
             a0_message, a1_message, b0_message = job_messages(fake, GROUP)  # as they were sent
-            await fake.wait_for(lambda: b0_message.text.startswith("✅ Done"), timeout=60)
+            await fake.wait_for(
+                lambda: all(m.text.startswith("✅ Done") for m in (a0_message, b0_message)),
+                timeout=60,
+            )
             await fake.wait_for(lambda: progress_edits(a1_message), timeout=60)
     finally:
         await worker.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,7 +26,8 @@ from PIL import Image
 from framepack.engine.engine import FramePackEngine
 from framepack.engine.events import EngineEvent, Section, Step
 from framepack.engine.params import GenerationParams
-from framepack.video.probe import probe
+from framepack.video.encode import encode_mp4
+from framepack.video.probe import probe, read_frames
 from framepack.worker.engines import EngineSlot, generation_params
 from framepack.worker.events import StepThrottle
 from framepack.worker.loop import Worker, run_worker
@@ -451,4 +453,69 @@ async def test_a_model_that_cannot_load_stops_the_worker_with_a_reason(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot load the framepack model" in errors[0]
     assert "is not a folder" in errors[0] and "framepack-bot doctor" in errors[0]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+# ---- continuing a video ------------------------------------------------------------
+
+
+async def test_an_extension_delivers_the_whole_clip_from_the_source_job(
+    settings: Settings, bot_store: JobStore
+) -> None:
+    source_id = await enqueue(bot_store, settings, "alice", seconds=1.0)
+    await run_burst(settings)
+    source = await bot_store.get(source_id)
+    source_frames = read_frames(Path(source.result_path or ""))
+
+    extension_id = await enqueue(
+        bot_store, settings, "alice", seconds=2.0, picture=source.input_path, extend_of=source_id
+    )
+    await run_burst(settings)
+    job = await bot_store.get(extension_id)
+    assert job.status is JobStatus.DONE, job.error
+    frames = read_frames(Path(job.result_path or ""))
+    assert len(frames) == len(source_frames) + 2 * 36  # the whole clip: old part, then new
+    first_part = frames[: len(source_frames)].astype(float)
+    mse = np.mean((first_part - source_frames) ** 2)
+    assert 10 * np.log10(255**2 / mse) >= 30  # the source's frames up to the codec
+    done = kinds(await events_of(bot_store, extension_id), EventKind.DONE)[0].data
+    assert done["frames"] == len(frames) and done["seconds"] == pytest.approx(len(frames) / 30)
+
+
+async def test_a_video_sent_as_input_is_continued(settings: Settings, bot_store: JobStore) -> None:
+    data = DataDir(settings.storage.data_dir)
+    clip = np.random.default_rng(0).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    video = encode_mp4(clip, data.new_input_path(".mp4"), fps=30)
+    job_id = await enqueue(bot_store, settings, "alice", seconds=1.0, picture=str(video))
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.DONE, job.error
+    assert probe(Path(job.result_path or "")).frames == 20 + 36
+
+
+async def test_an_extension_whose_source_files_are_gone_fails_with_the_reason(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    job_id = await enqueue(bot_store, settings, "alice", extend_of=41)
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None and job.error.startswith("The video of job #41 is gone")
+    assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_a_damaged_video_input_fails_with_the_reason(
+    settings: Settings, bot_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    data = DataDir(settings.storage.data_dir)
+    broken = data.new_input_path(".mp4")
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    job_id = await enqueue(bot_store, settings, "alice", picture=str(broken))
+    await run_burst(settings)
+    job = await bot_store.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error == "The video to continue could not be read. Please send it again."
     assert not any(r.exc_info for r in caplog.records)

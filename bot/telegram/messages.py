@@ -163,14 +163,16 @@ class JobMessages:
             await self.guard.wait(job)  # the command that queued it may be posting it now
             ref = await self.store.message(job.id, PLATFORM)
         reply_id = job.origin.get("reply_to")
+        # Final views go ahead of progress edits, in the order their jobs finished.
+        urgent: bool | float = (job.finished_at or True) if final else False
         if ref is None:  # lost before it was posted (a restart): post it now
-            await self._post(job, view, reply_id, urgent=final)
+            await self._post(job, view, reply_id, urgent=urgent)
             return
         try:
-            await self._edit(job, view, ref, urgent=final)
+            await self._edit(job, view, ref, urgent=urgent)
         except _MessageGone:
             if final:  # the outcome must arrive: in a new message
-                await self._post(job, view, reply_id, urgent=True)
+                await self._post(job, view, reply_id, urgent=urgent)
             else:
                 state = {**ref.state, "gone": True}
                 await self.store.update_message_state(job.id, PLATFORM, state)
@@ -212,7 +214,7 @@ class JobMessages:
         reply_id: int | None,
         photo_id: str | None = None,
         *,
-        urgent: bool = False,
+        urgent: bool | float = False,
     ) -> None:
         media = view.media or Media("photo", input_picture(job))
         shown = Shown.of(dataclasses.replace(view, media=media), job.id)
@@ -230,7 +232,7 @@ class JobMessages:
         reply_id: int | None,
         photo_id: str | None,
         *,
-        urgent: bool,
+        urgent: bool | float,
     ) -> Message:
         """Send the job's message."""
         common: dict[str, Any] = {
@@ -265,7 +267,9 @@ class JobMessages:
         async with self._uploading_video(chat_id), self._upload_refusal(size):
             return await self.pacer.call(chat_id, send_video, urgent=urgent)
 
-    async def _edit(self, job: Job, view: JobView, ref: ChatMessageRef, *, urgent: bool) -> None:
+    async def _edit(
+        self, job: Job, view: JobView, ref: ChatMessageRef, *, urgent: bool | float
+    ) -> None:
         """Edit the message into `view`: its media when that changed, else its caption."""
         before = Shown.load(ref.state)
         after = Shown.of(view, job.id)

@@ -55,10 +55,15 @@ class Pacer:
         self._bot = RateLimiter(BOT_PACE)
 
     async def call(
-        self, chat_id: int, request: Callable[[], Awaitable[T]], *, urgent: bool = False
+        self,
+        chat_id: int,
+        request: Callable[[], Awaitable[T]],
+        *,
+        urgent: bool | float = False,
     ) -> T:
         """Send or edit within the chat's, the group's and the bot's pace; on 429 wait
-        retry_after and try again. `urgent`: a final delivery, ahead of progress edits."""
+        retry_after and try again. `urgent`: a final delivery, ahead of progress edits
+        (True, or when its job finished: the earliest first)."""
         while True:
             try:
                 async with contextlib.AsyncExitStack() as paces:

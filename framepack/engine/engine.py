@@ -19,6 +19,10 @@ the checkpoint, and write the video so far while the next section samples
 
 A job may thus run twice (resumed from its checkpoint); it ends with the same
 frames either way.
+
+A job may continue a video (`VideoSource`: one of ours to extend, or one a member
+sent): its sections then carry on from the video's last latents, and the video
+delivered is the whole clip (see `framepack.engine.continuation`).
 """
 
 from __future__ import annotations
@@ -48,10 +52,23 @@ from framepack.engine.conditioning import (
     image_to_tensor,
     section_noise,
 )
+from framepack.engine.continuation import (
+    Continuation,
+    VideoSource,
+    frames_of_latents,
+    load_continuation,
+)
 from framepack.engine.denoiser import Denoiser, Guidance, distilled_guidance
 from framepack.engine.events import Cancelled, Done, EngineEvent, Section, Started, Step
 from framepack.engine.frames import FrameHistory
-from framepack.engine.history import HISTORIES, LatentHistory, SectionContext, SectionSpec
+from framepack.engine.history import (
+    HISTORIES,
+    ForwardHistory,
+    InvertedHistory,
+    LatentHistory,
+    SectionContext,
+    SectionSpec,
+)
 from framepack.engine.params import GenerationParams, check_params
 from framepack.engine.previews import latents_to_rgb
 from framepack.engine.prompts import section_prompts
@@ -94,6 +111,7 @@ class PreparedJob:
     image_embeds: torch.Tensor
     guidance: Guidance
     metadata: dict[str, str]
+    continuation: Continuation | None = None  # the video this job continues, if any
 
 
 class FramePackEngine:
@@ -123,14 +141,16 @@ class FramePackEngine:
     def generate(
         self,
         params: GenerationParams,
-        image: Image.Image,
+        image: Image.Image | None,
         *,
         workdir: Path,
         end_image: Image.Image | None = None,
+        source: VideoSource | None = None,
         should_cancel: Callable[[], bool] = lambda: False,
         on_frames: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[EngineEvent]:
-        """Render `params` from `image`; the events of `framepack.engine.events`, in order.
+        """Render `params` from `image`, or on from the video `source` (then `image` is not
+        used: the video's own frames are); the events of `framepack.engine.events`, in order.
 
         Bad settings raise ValueError here, before anything runs. `workdir` holds the
         checkpoint and the videos. `on_frames`, if given, receives the finished
@@ -138,20 +158,23 @@ class FramePackEngine:
         Raises `Cancelled` when `should_cancel()` is true before a step.
         """
         check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
-        return self._run(params, image, end_image, Path(workdir), should_cancel, on_frames)
+        if image is None and source is None:
+            raise ValueError("a job needs a picture or a video to start from")
+        return self._run(params, image, end_image, source, Path(workdir), should_cancel, on_frames)
 
     @torch.no_grad()
     def _run(
         self,
         params: GenerationParams,
-        image: Image.Image,
+        image: Image.Image | None,
         end_image: Image.Image | None,
+        source: VideoSource | None,
         workdir: Path,
         should_cancel: Callable[[], bool],
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> Iterator[EngineEvent]:
         workdir.mkdir(parents=True, exist_ok=True)
-        job = self.prepare(params, image, end_image)
+        job = self.prepare(params, image, end_image, source=source)
         # The seed's generator draws the section noises and nothing else (as the demo).
         generator = torch.Generator("cpu").manual_seed(params.seed)
         history, end_latent, done = self._start_or_resume(job, workdir, generator)
@@ -159,9 +182,7 @@ class FramePackEngine:
         yield Started(sections=len(job.specs), steps=params.steps, first_section=done)
 
         for spec in job.specs[:done]:  # resumed: the finished sections' frames, decoded again
-            frames.add(
-                self.decode(history.rewind(history.generated_after(spec)).decode_window(spec))
-            )
+            frames.add(self._pixels(history.rewind(history.generated_after(spec)), spec, job))
 
         video = workdir / VIDEO_NAME
         videos = SectionVideos(fps=params.fps, crf=params.crf, metadata=job.metadata)
@@ -171,26 +192,28 @@ class FramePackEngine:
                     job, spec, history.context(spec, end_latent), generator, videos, should_cancel
                 )
                 history.add(latents, spec)
-                frames.add(self.decode(history.decode_window(spec)))
+                frames.add(self._pixels(history, spec, job))
                 save_checkpoint(
                     workdir / CHECKPOINT_NAME,
                     Checkpoint(
                         job.fingerprint, spec.index + 1, history.generated, history.latents,
                         history.start, end_latent, generator.get_state(),
+                        prepends=history.prepends, carried=history.carried,
                     ),
                 )  # fmt: skip
                 yield from videos.wait()  # at most one video in the works
-                section = Section(spec.index, len(job.specs), len(frames), video)
+                so_far = self._video_so_far(job, frames, final=spec.is_last)
+                section = Section(spec.index, len(job.specs), len(so_far), video)
                 if spec.is_last:
-                    videos.write_final(frames.frames(), video)
+                    videos.write_final(so_far, video)
                     yield section
                 else:
                     partial = replace(section, video=workdir / partial_video_name(spec.index))
-                    videos.start_partial(frames.frames(), partial)
+                    videos.start_partial(so_far, partial)
         finally:
             videos.close()
 
-        result = frames.frames()
+        result = self._video_so_far(job, frames, final=True)
         if done == len(job.specs):  # resumed after the last section: the video may be missing
             videos.write_final(result, video)
         if on_frames is not None:
@@ -261,16 +284,31 @@ class FramePackEngine:
 
     @torch.no_grad()
     def prepare(
-        self, params: GenerationParams, image: Image.Image, end_image: Image.Image | None = None
+        self,
+        params: GenerationParams,
+        image: Image.Image | None,
+        end_image: Image.Image | None = None,
+        *,
+        source: VideoSource | None = None,
     ) -> PreparedJob:
-        """Crop the pictures to their bucket and encode the prompts and the start picture."""
+        """Crop the pictures to their bucket and encode the prompts and the start picture
+        (or read the video `source` continues)."""
         check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
         c, device = self.components, self.device
         dtype = c.transformer.dtype
-        # A phone photo's EXIF orientation says which way is up; the pixels alone do not.
-        start_rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        height, width = find_nearest_bucket(*start_rgb.shape[:2], resolution=params.resolution)
-        start_rgb = resize_and_center_crop(start_rgb, target_width=width, target_height=height)
+        continuation = None
+        if source is not None:
+            height, width = source.size(params.resolution)
+            continuation = load_continuation(c, source, height=height, width=width, device=device)
+            # The picture of the start latent: the clip's last frame (inverted), or first.
+            start_rgb = continuation.frames[-1 if params.sampler == "inverted" else 0]
+        elif image is not None:
+            # A phone photo's EXIF orientation says which way is up; the pixels alone do not.
+            start_rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            height, width = find_nearest_bucket(*start_rgb.shape[:2], resolution=params.resolution)
+            start_rgb = resize_and_center_crop(start_rgb, target_width=width, target_height=height)
+        else:
+            raise ValueError("a job needs a picture or a video to start from")
         end_rgb = None
         if end_image is not None:
             end_rgb = resize_and_center_crop(
@@ -303,6 +341,7 @@ class FramePackEngine:
             fingerprint.update(part.encode())
         for rgb in (start_rgb, end_rgb):
             fingerprint.update(b"-" if rgb is None else rgb.tobytes())
+        fingerprint.update(b"-" if continuation is None else continuation.key)
 
         return PreparedJob(
             params=params,
@@ -319,17 +358,24 @@ class FramePackEngine:
                 cfg=params.cfg,
                 negative=negative,
             ),
-            metadata=self._metadata(params, width, height),
+            metadata=self._metadata(params, width, height, continuation),
+            continuation=continuation,
         )
 
     @torch.no_grad()
     def start(self, job: PreparedJob) -> tuple[LatentHistory, torch.Tensor | None]:
-        """A new history from the start picture's latent, and the end picture's latent."""
-        start = encode_latent(self.components, job.start_pixels, device=self.device)
+        """A new history from the start picture's latent (or the video it continues), and
+        the end picture's latent."""
         end = None
         if job.end_pixels is not None:
             end = encode_latent(self.components, job.end_pixels, device=self.device)
-        return HISTORIES[job.params.sampler].new(start, job.params.latent_window), end
+        window, video = job.params.latent_window, job.continuation
+        if video is not None and job.params.sampler == "forward":
+            return ForwardHistory.continuing(video.latents, video.first, window), end
+        if video is not None:
+            return InvertedHistory.new(video.latents[:, :, -1:], window), end
+        start = encode_latent(self.components, job.start_pixels, device=self.device)
+        return HISTORIES[job.params.sampler].new(start, window), end
 
     def _start_or_resume(
         self, job: PreparedJob, workdir: Path, generator: torch.Generator
@@ -341,7 +387,11 @@ class FramePackEngine:
             generator.set_state(saved.rng_state)
             start = saved.start.to(self.device)
             history = kind(
-                saved.history.to(self.device), saved.generated, start, job.params.latent_window
+                saved.history.to(self.device),
+                saved.generated,
+                start,
+                job.params.latent_window,
+                saved.carried,
             )
             end = None if saved.end is None else saved.end.to(self.device)
             log.info("resuming after section %d of %d", saved.sections_done, len(job.specs))
@@ -354,6 +404,37 @@ class FramePackEngine:
         shape = (1, channels, job.params.latent_window, job.height // 8, job.width // 8)
         return section_noise(shape, generator=generator, device=self.device)
 
+    def _pixels(self, history: LatentHistory, spec: SectionSpec, job: PreparedJob) -> torch.Tensor:
+        """The decoded frames `spec` adds to the video (blended in by `FrameHistory`).
+
+        Continuing a video, the section next to it is decoded with the video's last
+        latents before it (the causal VAE's context, so the seam is as smooth as
+        between two sections) and the frames of those latents are dropped: the
+        video's own frames stay as they were.
+        """
+        video, window = job.continuation, history.window
+        if video is not None and not history.prepends and spec.is_first:
+            latents = history.real()[:, :, -2 * window :]
+            context = latents.shape[2] - window
+        elif video is not None and history.prepends and spec.is_last:
+            context_latents = video.latents[:, :, -window:]
+            # the section's first latent is the start, the video's last: it is in the context
+            latents = torch.cat([context_latents, history.decode_window(spec)[:, :, 1:]], dim=2)
+            context = context_latents.shape[2]
+        else:
+            return self.decode(history.decode_window(spec))
+        return self.decode(latents)[:, :, frames_of_latents(context) :]
+
+    @staticmethod
+    def _video_so_far(job: PreparedJob, frames: FrameHistory, *, final: bool) -> np.ndarray:
+        """The frames of the video file after a section: a continued video's frames come
+        first in the final video and, rendering forward, in each partial one too (the
+        inverted sampler's partial videos show the new part, which grows from its end)."""
+        video = job.continuation
+        if video is None or (not final and frames.prepends):
+            return frames.frames()
+        return np.concatenate([video.frames, frames.frames()], axis=0)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, frames, H, W) in [-1, 1] of `latents`, in the VAE's dtype."""
@@ -361,11 +442,20 @@ class FramePackEngine:
         # Unscaled in float32, then cast, as the demo's `vae_decode` (the pipeline casts first).
         return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
 
-    def _metadata(self, params: GenerationParams, width: int, height: int) -> dict[str, str]:
+    def _metadata(
+        self,
+        params: GenerationParams,
+        width: int,
+        height: int,
+        continuation: Continuation | None = None,
+    ) -> dict[str, str]:
+        seconds = params.duration()
+        if continuation is not None:  # the whole clip: the video's frames, then the new ones
+            seconds = (len(continuation.frames) + params.frames() - 1) / params.fps
         metadata = {
             "prompt": params.prompt,
             "seed": str(params.seed),
-            "seconds": f"{params.duration():.2f}",
+            "seconds": f"{seconds:.2f}",
             "steps": str(params.steps),
             "guidance": f"{params.guidance:g}",
             "sampler": params.sampler,
@@ -376,4 +466,6 @@ class FramePackEngine:
         }
         if params.cfg > 1:
             metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
+        if continuation is not None:
+            metadata["continues"] = f"{len(continuation.frames) / params.fps:.2f} s of video"
         return metadata

@@ -12,6 +12,12 @@ compression, zeros until real frames fill them):
 - forward (FramePack-F1): the video grows at its end; the context is the frames
   just before the section. ``history = [19 zeros, start frame, sections...]``
 
+A history may continue a video (an extension, a video sent as input): the
+forward history then begins with the video's last latent frames, ``[19 zeros,
+video..., sections...]``, which its context reads as any earlier section's; the
+inverted one takes the video's last frame as its start (the clean frame before
+the first section, see `framepack.engine.continuation`).
+
 Indices are the frame positions the transformer's RoPE sees (as in the pipeline).
 """
 
@@ -55,15 +61,24 @@ class SectionContext:
 
 
 class LatentHistory(ABC):
-    """Latent frames so far; `generated` counts the real ones (the rest are zeros)."""
+    """Latent frames so far; `generated` counts the real ones (the rest are zeros), of
+    which `carried` were there before the first section."""
 
     prepends: bool  # whether new pixels go before the old ones
 
-    def __init__(self, latents: torch.Tensor, generated: int, start: torch.Tensor, window: int):
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        generated: int,
+        start: torch.Tensor,
+        window: int,
+        carried: int = 0,
+    ) -> None:
         self.latents = latents
         self.generated = generated
         self.start = start  # the start image's latent, (B, 16, 1, h, w)
         self.window = window
+        self.carried = carried
 
     @classmethod
     @abstractmethod
@@ -149,7 +164,9 @@ class InvertedHistory(LatentHistory):
 
     def rewind(self, generated: int) -> InvertedHistory:
         drop = self.generated - generated
-        return InvertedHistory(self.latents[:, :, drop:], generated, self.start, self.window)
+        return InvertedHistory(
+            self.latents[:, :, drop:], generated, self.start, self.window, self.carried
+        )
 
     def generated_after(self, spec: SectionSpec) -> int:
         return (spec.index + 1) * self.window + (1 if spec.is_last else 0)
@@ -162,7 +179,16 @@ class ForwardHistory(LatentHistory):
     def new(cls, start: torch.Tensor, window: int) -> ForwardHistory:
         b, c, _, h, w = start.shape
         zeros = torch.zeros(b, c, CONTEXT, h, w, dtype=torch.float32, device=start.device)
-        return cls(torch.cat([zeros, start.to(zeros)], dim=2), 1, start, window)
+        return cls(torch.cat([zeros, start.to(zeros)], dim=2), 1, start, window, carried=1)
+
+    @classmethod
+    def continuing(cls, video: torch.Tensor, start: torch.Tensor, window: int) -> ForwardHistory:
+        """A history whose real frames so far are `video`'s latents (its last ones, in
+        video order); `start` is its first frame's, which every section sees as F1's."""
+        b, c, _, h, w = video.shape
+        zeros = torch.zeros(b, c, CONTEXT, h, w, dtype=torch.float32, device=video.device)
+        latents = torch.cat([zeros, video.to(zeros)], dim=2)
+        return cls(latents, video.shape[2], start, window, carried=video.shape[2])
 
     @staticmethod
     def plan(count: int) -> list[SectionSpec]:
@@ -193,10 +219,12 @@ class ForwardHistory(LatentHistory):
 
     def rewind(self, generated: int) -> ForwardHistory:
         keep = self.latents.shape[2] - (self.generated - generated)
-        return ForwardHistory(self.latents[:, :, :keep], generated, self.start, self.window)
+        return ForwardHistory(
+            self.latents[:, :, :keep], generated, self.start, self.window, self.carried
+        )
 
     def generated_after(self, spec: SectionSpec) -> int:
-        return 1 + (spec.index + 1) * self.window
+        return self.carried + (spec.index + 1) * self.window
 
 
 HISTORIES: dict[str, type[LatentHistory]] = {"inverted": InvertedHistory, "forward": ForwardHistory}

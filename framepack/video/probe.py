@@ -150,4 +150,26 @@ def read_frames(path: Path) -> np.ndarray:
     return np.frombuffer(out, np.uint8).reshape(-1, info.height, info.width, 3).copy()
 
 
+def read_clip(path: Path, *, width: int, height: int, fps: int) -> np.ndarray:
+    """Decode a video as (T, width x height, 3) uint8 RGB at `fps` frames a second: scaled
+    to cover the size and centre-cropped, as a picture is cropped to its bucket (Lanczos,
+    as the pictures), with frames dropped or repeated to meet `fps` (ffmpeg's `fps`
+    filter), upright as its rotation tag says. Decoded and scaled by ffmpeg in one
+    stream: a long 1080p video never sits in memory at full size."""
+    path = Path(path)
+    scale = (
+        f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos"
+        f":in_color_matrix=auto:in_range=auto,crop={width}:{height},setsar=1"
+    )
+    out = run_ffmpeg(
+        ["-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-vf", scale,
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        what=f"decode {path.name}",
+    ).stdout  # fmt: skip
+    frame_bytes = width * height * 3
+    if not out or len(out) % frame_bytes:
+        raise VideoError(f"{path.name}: no whole {width}x{height} frames could be decoded")
+    return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3).copy()
+
+
 # fit_to_size: one-pass ABR under a VBV cap, checked and retried; two-pass would

@@ -18,11 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from framepack.engine.continuation import VideoSource
 from framepack.engine.events import EngineEvent
 from framepack.engine.params import GenerationParams
 from framepack.models.components import Components
 from storage.config import ModelSettings, Settings
+from storage.files import DataDir, is_video_input
 from storage.records import Job
+
+VIDEO_NAME = "video.mp4"  # the engine's, in a job's work dir (framepack.engine.engine)
 
 SAMPLER_OF_MODEL = {"framepack": "inverted", "f1": "forward"}
 # After an out-of-memory error a job is tried once more in the next lower mode.
@@ -38,10 +42,11 @@ class EngineLike(Protocol):
     def generate(
         self,
         params: GenerationParams,
-        image: Image.Image,
+        image: Image.Image | None,
         *,
         workdir: Path,
         end_image: Image.Image | None = None,
+        source: VideoSource | None = None,
         should_cancel: Callable[[], bool] = ...,
         on_frames: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[EngineEvent]: ...
@@ -84,6 +89,17 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
         resolution=settings.resolution,
     )
+
+
+def video_source(job: Job, data: DataDir) -> VideoSource | None:
+    """The video `job` continues: the video of the finished job it extends (with its
+    checkpoint: exact), or the video it was sent with; None for a picture."""
+    if job.params.extend_of is not None:
+        source = job.params.extend_of
+        return VideoSource(data.work_dir(source) / VIDEO_NAME, data.checkpoint(source))
+    if is_video_input(job.input_path):
+        return VideoSource(Path(job.input_path))
+    return None
 
 
 class EngineSlot:

@@ -15,8 +15,15 @@ from typing import Any, TypeVar
 import torch
 from PIL import UnidentifiedImageError
 
+from framepack.engine.continuation import SourceUnreadable, VideoSource
 from framepack.engine.events import Done, EngineEvent
-from framepack.worker.engines import EngineLike, EngineSlot, generation_params, open_picture
+from framepack.worker.engines import (
+    EngineLike,
+    EngineSlot,
+    generation_params,
+    open_picture,
+    video_source,
+)
 from framepack.worker.events import JobEventWriter, JobLog, RenderTimes
 from framepack.worker.lease import Lease
 from storage.config import Settings
@@ -91,9 +98,10 @@ class Renderer:
             preset = self.engines.preset_for(job.params.model)
         except ValueError as exc:
             raise JobFailed(f"These settings cannot be rendered: {exc}") from None
+        source = self._source(job)
         engine = await self.on_gpu(self.engines.get, preset)
         try:
-            image = await self.on_gpu(open_picture, job.input_path)
+            image = None if source else await self.on_gpu(open_picture, job.input_path)
             end_image = await self.on_gpu(open_picture, job.end_image_path)
         except (OSError, UnidentifiedImageError) as exc:
             log.warning("job %d: cannot read its picture: %s", job.id, exc)
@@ -104,6 +112,7 @@ class Renderer:
                 image,
                 workdir=self.data.work_dir(job.id),
                 end_image=end_image,
+                source=source,
                 should_cancel=lease.should_cancel,
             )
         except ValueError as exc:  # the engine checks every setting before it starts
@@ -115,8 +124,26 @@ class Renderer:
             job_log,
             step_interval=self.settings.worker.step_event_interval,
         )
-        done = await self._drive(events, writer, lease)
+        try:
+            done = await self._drive(events, writer, lease)
+        except SourceUnreadable as exc:  # read as the job starts, before its first step
+            log.warning("job %d: %s", job.id, exc)
+            raise JobFailed(
+                "The video to continue could not be read. Please send it again."
+            ) from None
         return done, writer.times, engine
+
+    def _source(self, job: Job) -> VideoSource | None:
+        """The video `job` continues, if any: the finished job it extends, or the video
+        it was sent with. Raises `JobFailed` when its files are gone."""
+        source = video_source(job, self.data)
+        if source is None:
+            return None
+        if not source.video.exists() or not (source.checkpoint or source.video).exists():
+            if job.params.extend_of is None:
+                raise JobFailed("The video to continue is gone. Please send it again.")
+            raise JobFailed(_GONE_MESSAGE.format(job=job.params.extend_of))
+        return source
 
     async def _drive(
         self, events: Iterator[EngineEvent], writer: JobEventWriter, lease: Lease
@@ -168,12 +195,10 @@ async def _within_stall_limit(pending: asyncio.Future[_T], seconds: float) -> _T
         raise EngineStalled(f"no event from the engine for {seconds:.0f} s") from None
 
 
-_OOM_MESSAGE = (
-    "The GPU ran out of memory while rendering this video, even after a retry with less "
-    "memory. Try a shorter video, or try again later."
+_GONE_MESSAGE = (
+    "The video of job #{job} is gone (old files are removed), so it cannot be extended. "
+    "Send it as a video with /animate to continue it."
 )
-
-
 _OOM_MESSAGE = (
     "The GPU ran out of memory while rendering this video, even after a retry with less "
     "memory. Try a shorter video, or try again later."
