@@ -52,6 +52,7 @@ class Renderer:
         self.engines = engines
         self.data = DataDir(settings.storage.data_dir)
         self.gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        self.writer: JobEventWriter | None = None  # of the job rendering now (or the last)
 
     async def on_gpu(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -115,6 +116,7 @@ class Renderer:
             job_log,
             step_interval=self.settings.worker.step_event_interval,
         )
+        self.writer = writer
         done = await self._drive(events, writer, lease)
         return done, writer.times, engine
 
@@ -166,12 +168,6 @@ async def _within_stall_limit(pending: asyncio.Future[_T], seconds: float) -> _T
         return await asyncio.wait_for(asyncio.shield(pending), seconds)
     except TimeoutError:
         raise EngineStalled(f"no event from the engine for {seconds:.0f} s") from None
-
-
-_OOM_MESSAGE = (
-    "The GPU ran out of memory while rendering this video, even after a retry with less "
-    "memory. Try a shorter video, or try again later."
-)
 
 
 _OOM_MESSAGE = (
