@@ -48,8 +48,10 @@ class WebContext:
 
 
 CONTEXT = web.AppKey("context", WebContext)
-SESSION = "fpb.session"
-SESSION_CHANGED = "fpb.session_changed"
+# Typed request keys where aiohttp has them (3.14), plain names before.
+_RequestKey: Any = getattr(web, "RequestKey", None)
+SESSION: Any = _RequestKey("session", Session) if _RequestKey else "fpb.session"
+SESSION_CHANGED: Any = _RequestKey("session_changed", bool) if _RequestKey else "fpb.changed"
 
 
 def context_of(request: web.Request) -> WebContext:
