@@ -33,6 +33,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.utils import floatToGoString
 
 from bot.web.context import WebContext, context_of
 from storage.stats import Histogram
@@ -70,7 +71,7 @@ class _Snapshot:
 
 def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
     buckets = [
-        (f"{bound:g}", count)
+        (floatToGoString(bound), count)
         for bound, count in zip(histogram.bounds, histogram.counts, strict=True)
     ]
     buckets.append(("+Inf", histogram.count))
