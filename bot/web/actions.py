@@ -10,7 +10,8 @@ import logging
 import math
 import re
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
+from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from bot.requests import AnimateOptions, UserError
@@ -241,9 +242,13 @@ async def animate(request: web.Request) -> web.StreamResponse:
 
 
 def _upload(form: MultiDictProxy, name: str) -> bytes | None:
-    """The bytes of an uploaded file field (None when none was chosen)."""
+    """The bytes of an uploaded file field (None when none was chosen: a browser sends
+    an empty part without a file name for a file input left empty)."""
     field = form.get(name)
-    if field is None or isinstance(field, str | BodyPartReader):
+    if isinstance(field, FileField):
+        data = field.file.read()
+    elif isinstance(field, bytes | bytearray):
+        data = bytes(field)
+    else:
         return None
-    data = field.file.read()
     return data or None
