@@ -90,7 +90,7 @@ class LiveFeed:
         self._wake = asyncio.Event()
         self._followed: dict[int, int] = {}  # job id -> pages following it
         self._progress: dict[int, JobProgress] = {}
-        self._last_event = 0
+        self._last_event: int | None = None  # None: not read yet (start from the newest)
         self._generation = 0
         self._lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
@@ -132,7 +132,6 @@ class LiveFeed:
         return self.snapshot.version > version and not self.stopped
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._last_event = await self.store.last_event_id()
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -194,6 +193,10 @@ class LiveFeed:
         )
 
     async def _read_events(self) -> int:
+        """Apply the events written since the last look; how many there were."""
+        if self._last_event is None:  # the jobs that matter are replayed when first seen
+            self._last_event = await self.store.last_event_id()
+            return 0
         count = 0
         while True:
             events = await self.store.events_since(self._last_event, limit=500)
