@@ -160,7 +160,7 @@ async def run_bots(
 
 
 def rate_limited(adapters: dict[str, ChatAdapter]) -> dict[str, int]:
-    """The 429s each platform answered, of the adapters that count them (Telegram's
-    pacer does; discord.py retries its own inside its HTTP client)."""
+    """The 429s each platform answered, for /metrics: Telegram's pacer counts them, the
+    Discord adapter counts the ones discord.py waits out by itself."""
     counts = {name: getattr(adapter, "rate_limited", None) for name, adapter in adapters.items()}
     return {name: count for name, count in counts.items() if isinstance(count, int)}
