@@ -23,6 +23,9 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "job": ("job",),
 }
 NEXT_SHOWN = 5  # waiting jobs on the Now page
+# waiting jobs on the Queue page: more is more than a host reads, and each change of
+# the queue sends the whole list to every open page
+QUEUE_SHOWN = 200
 
 
 @dataclass
@@ -80,8 +83,9 @@ async def _region(
         ]
     elif name in ("next", "queue"):
         rows = queue_rows(ctx.data, snapshot, tiny=tiny)
-        values["rows"] = rows[:NEXT_SHOWN] if name == "next" else rows
-        values["more"] = max(0, len(rows) - NEXT_SHOWN) if name == "next" else 0
+        shown = NEXT_SHOWN if name == "next" else QUEUE_SHOWN
+        values["rows"] = rows[:shown]
+        values["more"] = max(0, len(rows) - shown)
     elif name in ("videos", "users"):
         # one read per change of the jobs' counts or an action, not per update
         key = (tuple(sorted(snapshot.counts.items())), snapshot.generation)

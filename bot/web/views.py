@@ -71,11 +71,9 @@ class JobCard:
     fraction: float | None  # rendering: share of the steps done
     picture: str | None  # the preview, else the input picture
     video: str | None  # the partial video while it renders, the final one when done
-    input: str | None
     params: str
     cancellable: bool
     deletable: bool
-    queued: str
     finished: str
 
 
@@ -121,12 +119,10 @@ def job_card(
         fraction=progress.fraction if rendering and progress is not None else None,
         picture=picture,
         video=video,
-        input=media_url(data, job, job.input_path),
         params=params_text(job),
         cancellable=not job.status.finished and not job.cancel_requested,
         deletable=job.status.finished
         and (job.status is not JobStatus.DONE or bool(job.delivered_at)),
-        queued=when(job.queued_at),
         finished=when(job.finished_at),
     )
 
