@@ -199,3 +199,29 @@ async def test_download_sources_reports_the_bytes_growing_in_the_hub_cache(
     download_sources(sources[:1], cache_dir=str(cache), report=lambda *a: reports.append(a))
     assert reports == []
     assert download.folder_bytes({blobs}) == 4000
+
+
+async def test_a_worker_waiting_for_room_on_the_disk_says_so(tmp_path: Path) -> None:
+    settings = settings_of(write_config(tmp_path))
+    store = await open_store(settings)
+    bot = await open_store(settings)
+    slot = EngineSlot(lambda preset, memory: tiny_engine(), preset="tiny", memory="auto")
+    worker = Worker(store, settings, slot, worker_id="w-room")
+    room = threading.Event()
+    worker._has_room = room.is_set  # type: ignore[method-assign]  # a disk that is full
+    task = asyncio.create_task(worker.run())
+
+    async def disk_full_is(value: bool) -> bool:
+        records = await bot.workers()
+        return bool(records) and records[0].detail.get("disk_full") is value
+
+    try:
+        await wait_until(lambda: disk_full_is(True), what="the full disk in the store")
+        room.set()
+        await wait_until(lambda: disk_full_is(False), what="room again")
+        assert (await bot.workers())[0].state is WorkerState.READY
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+        await store.close()
+        await bot.close()

@@ -48,6 +48,9 @@ def test_the_worker_panel_says_what_the_worker_does() -> None:
         ("ready", "paused: no job starts until the queue is resumed")
     ]
     assert labels(worker(WorkerState.RENDERING, job_id=7)) == [("rendering", "rendering job #7")]
+    assert labels(worker(WorkerState.READY, disk_full=True)) == [
+        ("ready", "waiting for room: the data dir's disk has less than [storage] min_free_mb free")
+    ]
     assert labels(worker(WorkerState.READY, age=61)) == [
         ("gone", "not responding: last heard 1 min 01 s ago")
     ]

@@ -186,6 +186,8 @@ def _worker_label(
         return f"stopped {format_duration(age)} ago"
     if not live:
         return f"not responding: last heard {format_duration(age)} ago"
+    if detail.get("disk_full"):
+        return "waiting for room: the data dir's disk has less than [storage] min_free_mb free"
     if worker.state is WorkerState.DOWNLOADING:
         done, total = detail.get("download_done"), detail.get("download_total")
         label = model_activity_text(snapshot.model or ModelActivity(WorkerState.DOWNLOADING))

@@ -307,9 +307,11 @@ class Worker:
             self.worker_id,
             self.data.root,
         )
+        await self.status.set(self.status.state, disk_full=True)  # for the host's page
         while not self.stopping.is_set() and not self._has_room():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+        await self.status.set(self.status.state, disk_full=False)
         if not self.stopping.is_set():
             log.info("worker %s: there is room on the disk again", self.worker_id)
 
@@ -317,10 +319,12 @@ class Worker:
         """The disk filled up under a job: it goes back to the queue once there is room
         (the attempt does not count) and resumes from its last finished section."""
         job_log("!", "the disk is full; it resumes when there is room", logging.ERROR)
+        await self.status.set(self.status.state, disk_full=True)
         try:
             while not self._has_room() and not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+            await self.status.set(self.status.state, disk_full=False)
             while True:
                 try:
                     await self.store.release(job.id, self.worker_id, "the disk was full")

@@ -69,6 +69,7 @@ class WorkerStatus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # the last write failed (logged once until one passes)
 
     def start(self) -> None:
         """Beat on this loop until `stop`."""
@@ -128,12 +129,11 @@ class WorkerStatus:
                     await asyncio.sleep(wait)
                 self._dirty.clear()
             last_write = self.clock()
-            try:
-                await self._write()
-            except Exception as exc:  # a busy database: the next beat may pass
-                log.warning("worker %s: could not record its state (%s)", self.worker_id, exc)
+            await self._write()
 
     async def _write(self) -> None:
+        """Write the row; a failure (a busy database, a full disk) is logged once per
+        streak and never reaches the worker: its state is for the page, not the queue."""
         try:
             gauges = self.gauges()
         except Exception as exc:  # a device that went away must not stop the heartbeat
@@ -141,7 +141,14 @@ class WorkerStatus:
             gauges = {}
         with self._lock:
             state, detail = self.state, {**self.detail, **gauges}
-        await self.store.set_worker(self.worker_id, state, detail)
+        try:
+            await self.store.set_worker(self.worker_id, state, detail)
+        except Exception as exc:
+            if not self._failing:
+                log.warning("worker %s: could not record its state (%s)", self.worker_id, exc)
+            self._failing = True
+            return
+        self._failing = False
 
 
 # Facts of the worker, not of one state: they stay when the state changes.
