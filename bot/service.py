@@ -1,7 +1,8 @@
-"""The platform-neutral service behind every chat command.
+"""The platform-neutral service behind every chat command and every action of the
+host's web page.
 
 Adapters translate their platform's updates into calls here and render what
-comes back; nothing in this module knows Telegram or Discord.
+comes back; nothing in this module knows Telegram, Discord or the web page.
 """
 
 from __future__ import annotations
