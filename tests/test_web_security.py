@@ -308,6 +308,19 @@ async def test_media_serves_a_jobs_own_files_only(tmp_path: Path) -> None:
             status, _text, _ = await client.get(path)
             assert status == 404, path
         assert secret.exists()
+        # a job that continues a video shows the video's last frame, from inputs/
+        video = page.data.new_input_path(".mp4")
+        video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+        poster = Path(f"{video}.poster.jpg")
+        poster.write_bytes(png())
+        continued = await page.store.enqueue(
+            platform="web", user_id="host", chat_id="web",
+            params=JobParams(prompt="on and on"), input_path=str(video),
+        )  # fmt: skip
+        status, text, _ = await client.get(f"/jobs/{continued.id}")
+        assert f'src="/media/{continued.id}/poster"' in text
+        status, _, _ = await client.get(f"/media/{continued.id}/poster")
+        assert status == 200
 
 
 async def test_the_page_listens_on_the_configured_address_only(tmp_path: Path) -> None:

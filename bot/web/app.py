@@ -77,7 +77,7 @@ def build_app(ctx: WebContext) -> web.Application:
             web.post("/users/unban", actions.unban),
             web.post("/users/limits", actions.limits),
             web.get("/live", stream.live),
-            web.get("/media/{job_id:[0-9]{1,18}}/{kind:input|end|video}", media.job_file),
+            web.get("/media/{job_id:[0-9]{1,18}}/{kind:input|poster|end|video}", media.job_file),
             web.get(
                 "/media/{job_id:[0-9]{1,18}}/{area:previews|work}/{name:[A-Za-z0-9_.-]{1,80}}",
                 media.work_file,

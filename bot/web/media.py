@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.web.context import context_of
-from storage.files import DataDir
+from storage.files import DataDir, poster_of
 
 # Previews are new files each step, and a job's files never change under one name
 # except when deleted: the browser may keep them a while (they stay private).
@@ -32,7 +32,8 @@ def _send(path: Path | None, folder: Path) -> web.FileResponse:
 
 
 async def job_file(request: web.Request) -> web.StreamResponse:
-    """/media/<job>/input | end | video: the files the job's record names."""
+    """/media/<job>/input | poster | end | video: the files the job's record names (a
+    poster: the last frame of a video the job continues)."""
     ctx = context_of(request)
     job = await ctx.service.store.find(int(request.match_info["job_id"]))
     if job is None:
@@ -43,6 +44,8 @@ async def job_file(request: web.Request) -> web.StreamResponse:
         # the full video, not the copy fitted to a chat's upload limit
         path = job.result_path or job.delivery_path
         return _send(Path(path) if path else None, data.videos_dir(job.id))
+    if kind == "poster":
+        return _send(poster_of(job.input_path), data.inputs)
     path = job.input_path if kind == "input" else job.end_image_path
     return _send(Path(path) if path else None, data.inputs)
 

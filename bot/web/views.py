@@ -15,7 +15,7 @@ from typing import Any
 from bot.formatting import format_bytes, format_duration, format_eta
 from bot.progress import JobProgress, Media, model_activity_text, render
 from bot.web.live import Snapshot
-from storage.files import DataDir
+from storage.files import DataDir, poster_of
 from storage.records import (
     Job,
     JobStatus,
@@ -39,6 +39,8 @@ def media_url(data: DataDir, job: Job, path: str | None) -> str | None:
     file = Path(path)
     if path == job.input_path:
         return f"/media/{job.id}/input"
+    if path == str(poster_of(job.input_path)):  # the last frame of a video to continue
+        return f"/media/{job.id}/poster"
     if path == job.end_image_path:
         return f"/media/{job.id}/end"
     if path in (job.result_path, job.delivery_path):
