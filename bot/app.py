@@ -1,5 +1,6 @@
-"""The bot process: the enabled chat adapters, the job tracker and housekeeping
-on one asyncio loop and one database connection. No torch here.
+"""The bot process: the enabled chat adapters, the host's web page (bot/web/),
+the job tracker and housekeeping on one asyncio loop and one database
+connection. No torch here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from bot.adapters import AdapterFactory, ChatAdapter
+from bot.adapters import AdapterFactory, AdapterStartFailed, ChatAdapter, JobNotifier
 from bot.service import BotService
 from bot.tracker import JobTracker
 from storage.config import Settings
@@ -42,13 +43,15 @@ def enabled_adapters(settings: Settings) -> dict[str, AdapterFactory]:
 
 
 def check_can_run(settings: Settings) -> None:
-    """Refuse to start without an adapter, or without the token of one."""
-    if not settings.telegram.enabled and not settings.discord.enabled:
+    """Refuse to start with nothing to serve (no chat platform and the web page off),
+    or without the token of an enabled platform. The web page alone needs no token:
+    it is how a newcomer tries the bot before creating a chat bot."""
+    if not settings.telegram.enabled and not settings.discord.enabled and not settings.web.enabled:
         where = settings.source or "config.toml"
         raise NoAdapterEnabled(
-            f"No chat platform is enabled. In {where} set `enabled = true` under [telegram] "
-            "and/or [discord], and put the bot token in the environment variable named by "
-            "token_env (see README: Set up)."
+            f"Nothing to serve: no chat platform is enabled and the web page is off. In {where} "
+            "set `enabled = true` under [web], or under [telegram] and/or [discord] with the "
+            "bot token in the environment variable named by token_env (see README: Set up)."
         )
     for name, section in (("telegram", settings.telegram), ("discord", settings.discord)):
         if section.enabled and not section.token:
@@ -99,6 +102,7 @@ async def run_bots(
     service = BotService(store, settings)
     adapters: dict[str, ChatAdapter] = {}
     tracker: JobTracker | None = None
+    page = None
 
     def wake() -> None:
         if tracker is not None:
@@ -107,11 +111,17 @@ async def run_bots(
     try:
         for name, factory in factories.items():
             adapters[name] = factory(service, wake)
+        notifiers: dict[str, JobNotifier] = dict(adapters)
+        if settings.web.enabled:
+            from bot.web.server import WebSurface
+
+            page = WebSurface(service, wake, rate_limited=lambda: rate_limited(adapters))
+            notifiers[page.platform] = page
         extra = {} if poll_interval is None else {"poll_interval": poll_interval}
         min_free = settings.storage.min_free_mb * 1_000_000
         tracker = JobTracker(
             store,
-            adapters,
+            notifiers,
             tiny=service.tiny,
             has_room=lambda: data.free_bytes() >= min_free,
             **extra,
@@ -121,6 +131,14 @@ async def run_bots(
         for name, adapter in adapters.items():
             await adapter.start()
             log.info("%s: connected", name)
+        if page is not None:
+            try:
+                await page.start()
+            except AdapterStartFailed as exc:
+                if not adapters:
+                    raise
+                # the chat bots serve without it; the page's own jobs are still tracked
+                log.error("%s The chat bots go on without the web page.", exc)
         tasks = [
             asyncio.create_task(tracker.run(stop), name="tracker"),
             asyncio.create_task(_housekeeping(store, settings, stop), name="housekeeping"),
@@ -128,9 +146,21 @@ async def run_bots(
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        if page is not None:
+            try:
+                await page.stop()
+            except Exception:
+                log.exception("web: error while stopping")
         for name, adapter in adapters.items():
             try:
                 await adapter.stop()
             except Exception:
                 log.exception("%s: error while disconnecting", name)
         await store.close()
+
+
+def rate_limited(adapters: dict[str, ChatAdapter]) -> dict[str, int]:
+    """The 429s each platform answered, for /metrics: Telegram's pacer counts them, the
+    Discord adapter counts the ones discord.py waits out by itself."""
+    counts = {name: getattr(adapter, "rate_limited", None) for name, adapter in adapters.items()}
+    return {name: count for name, count in counts.items() if isinstance(count, int)}

@@ -13,7 +13,15 @@ from typing import Literal
 
 from bot.formatting import format_duration, format_eta, progress_bar
 from storage.files import is_video_input, poster_of
-from storage.records import EventKind, Job, JobEvent, JobStatus, QueuePosition
+from storage.records import (
+    EventKind,
+    Job,
+    JobEvent,
+    JobStatus,
+    ModelActivity,
+    QueuePosition,
+    WorkerState,
+)
 
 TINY_NOTE = "Test model: the video is random noise, not your picture animated."
 DISK_FULL_NOTE = (
@@ -147,14 +155,15 @@ def render(
     tiny: bool = False,
     paused: bool = False,
     disk_full: bool = False,
+    model: ModelActivity | None = None,
 ) -> JobView:
-    """The view of `job` now."""
+    """The view of `job` now (`model`: what holds the workers back from any job)."""
     progress = progress or JobProgress()
     notes = (TINY_NOTE,) if tiny else ()
     if disk_full and not job.status.finished:
         notes = (DISK_FULL_NOTE, *notes)
     if job.status is JobStatus.QUEUED:
-        view = _queued(job, progress, position, paused=paused)
+        view = _queued(job, progress, position, paused=paused, model=model)
     elif job.status is JobStatus.RUNNING:
         view = _running(job, progress)
     elif job.status is JobStatus.DONE:
@@ -196,13 +205,30 @@ def _input(job: Job) -> Media:
     return Media("photo", input_picture(job))
 
 
+def model_activity_text(model: ModelActivity) -> str:
+    """What the worker does instead of rendering: "downloading the model (40 %)"."""
+    if model.state is WorkerState.DOWNLOADING:
+        share = f" ({model.percent} %)" if model.percent is not None else ""
+        return f"the worker is downloading the model{share}"
+    return "the worker is loading the model"
+
+
 def _queued(
-    job: Job, progress: JobProgress, position: QueuePosition | None, *, paused: bool
+    job: Job,
+    progress: JobProgress,
+    position: QueuePosition | None,
+    *,
+    paused: bool,
+    model: ModelActivity | None,
 ) -> JobView:
     head = "⏳ Queued"
     if position is not None:
         head += f" · position {position.position}"
-        if position.estimated_start >= 1:
+        # While the model downloads or loads, no job starts for minutes to hours,
+        # however short the queue: say so instead of an estimate that cannot hold.
+        if model is not None:
+            head += f" · {model_activity_text(model)}"
+        elif position.estimated_start >= 1:
             head += f" · starts in about {format_eta(position.estimated_start)}"
     details = [_facts(job)]
     if job.origin.get("prompt_cleaned"):

@@ -1,7 +1,8 @@
-"""The platform-neutral service behind every chat command.
+"""The platform-neutral service behind every chat command and every action of the
+host's web page.
 
 Adapters translate their platform's updates into calls here and render what
-comes back; nothing in this module knows Telegram or Discord.
+comes back; nothing in this module knows Telegram, Discord or the web page.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.videos import check_video, is_video, save_video
 from storage.config import Settings
 from storage.files import DataDir, DiskFull, is_disk_full
 from storage.records import EventKind, Job, JobParams, JobStatus
+from storage.retention import remove_job_files
 from storage.store import IllegalTransition, JobStore, QueueRefused
 
 log = logging.getLogger("framepack_bot.bot")
@@ -44,6 +46,9 @@ class Requester:
     chat_id: str
     is_admin: bool = False
 
+
+# Where users come from: the chat platforms, and the host's own web page.
+PLATFORMS = ("telegram", "discord", "web")
 
 # Discord shows options as fields of the slash command, not as --flags in the text.
 DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model …]"
@@ -464,32 +469,54 @@ class BotService:
         log.info("queue resumed by %s:%s", who.platform, who.user_id)
         return "▶️ Queue resumed."
 
-    async def ban(self, who: Requester, user_id: str, reason: str = "") -> str:
+    async def ban(
+        self, who: Requester, user_id: str, reason: str = "", *, platform: str | None = None
+    ) -> str:
+        """Ban a user of `platform` (default: the admin's own; the web page names one)."""
         self._admin(who)
         if not user_id.strip():
             raise UserError("Usage: /ban <user id> [reason]")
-        await self.store.set_banned(who.platform, user_id.strip(), True, reason.strip())
-        log.info("user %s:%s banned by %s", who.platform, user_id, who.user_id)
+        where = self._target_platform(who, platform)
+        await self.store.set_banned(where, user_id.strip(), True, reason.strip())
+        log.info("user %s:%s banned by %s:%s", where, user_id, who.platform, who.user_id)
         return f"User {user_id} is banned; their waiting jobs are cancelled."
 
-    async def unban(self, who: Requester, user_id: str) -> str:
+    async def unban(self, who: Requester, user_id: str, *, platform: str | None = None) -> str:
         self._admin(who)
         if not user_id.strip():
             raise UserError("Usage: /unban <user id>")
-        await self.store.set_banned(who.platform, user_id.strip(), False)
+        where = self._target_platform(who, platform)
+        await self.store.set_banned(where, user_id.strip(), False)
+        log.info("user %s:%s unbanned by %s:%s", where, user_id, who.platform, who.user_id)
         return f"User {user_id} may queue jobs again."
 
+    @staticmethod
+    def _target_platform(who: Requester, platform: str | None) -> str:
+        """The platform of the user an admin names: their own, unless they name one."""
+        if platform is None:
+            return who.platform
+        if platform not in PLATFORMS:
+            raise UserError(f"There is no platform {platform!r}; choose {', '.join(PLATFORMS)}.")
+        return platform
+
     async def set_limits(
-        self, who: Requester, user_id: str, waiting: int | None, seconds_per_day: float | None
+        self,
+        who: Requester,
+        user_id: str,
+        waiting: int | None,
+        seconds_per_day: float | None,
+        *,
+        platform: str | None = None,
     ) -> str:
         """Give one user their own queue limits (None for both: the configured ones)."""
         self._admin(who)
         user_id = user_id.strip()
         if not user_id:
             raise UserError(LIMIT_USAGE)
+        where = self._target_platform(who, platform)
         if waiting is None and seconds_per_day is None:
-            await self.store.set_overrides(who.platform, user_id, {})
-            log.info("limits of %s:%s reset by %s", who.platform, user_id, who.user_id)
+            await self.store.set_overrides(where, user_id, {})
+            log.info("limits of %s:%s reset by %s:%s", where, user_id, who.platform, who.user_id)
             return f"User {user_id} has the bot's usual limits again."
         if waiting is None or not 1 <= waiting <= 1000:
             raise UserError(
@@ -500,12 +527,23 @@ class BotService:
                 "The seconds a day must be a number from 0 (no limit) to 86400. " + LIMIT_USAGE
             )
         await self.store.set_overrides(
-            who.platform,
+            where,
             user_id,
             {"max_waiting_per_user": waiting, "max_video_seconds_per_day": seconds_per_day},
         )
-        log.info("limits of %s:%s set by %s", who.platform, user_id, who.user_id)
+        log.info("limits of %s:%s set by %s:%s", where, user_id, who.platform, who.user_id)
         per_day = (
             "no daily limit" if seconds_per_day == 0 else f"{seconds_per_day:g} s of video a day"
         )
         return f"User {user_id} may now have {waiting} jobs waiting and {per_day}."
+
+    async def delete_video(self, who: Requester, job_id: int) -> str:
+        """Remove a finished job's video and working files (its owner or an admin)."""
+        job = await self.owned_job(who, job_id)
+        if not job.status.finished:
+            raise UserError(f"Job #{job.id} is still {job.status.value}; cancel it first.")
+        if job.status is JobStatus.DONE and job.delivered_at is None:
+            raise UserError(f"The video of job #{job.id} is still being delivered; try again soon.")
+        await remove_job_files(self.store, self.data, job)
+        log.info("job %d: files deleted by %s:%s", job.id, who.platform, who.user_id)
+        return f"The video of job #{job.id} is deleted."

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 
 from bot.adapters import JobNotifier
 from bot.progress import JobProgress, JobView, render
-from storage.records import Job, JobStatus, QueuePosition
+from storage.records import Job, JobStatus, ModelActivity, QueuePosition
 from storage.store import JobStore
 
 log = logging.getLogger("framepack_bot.bot")
@@ -168,6 +168,7 @@ class JobTracker:
         self._positions_at = float("-inf")
         self._positions: dict[int, QueuePosition] = {}
         self._positions_due = False
+        self._model: ModelActivity | None = None  # the workers downloading or loading
         self.recovered = asyncio.Event()  # set once the start-up pass has run
 
     def wake(self) -> None:
@@ -210,6 +211,15 @@ class JobTracker:
                 sender = self._sender(job)
                 await self._replay(sender)
                 sender.want(job, render(job, sender.progress, tiny=self.tiny))
+
+    async def _model_changed(self) -> bool:
+        """Whether the workers started or stopped downloading or loading the model (or
+        the download moved on a percent): every queued job's message says so."""
+        if not self._positions and self._model is None:
+            return False  # nobody waits: nothing to tell
+        model = await self.store.model_activity()
+        changed, self._model = model != self._model, model
+        return changed
 
     async def _replay(self, sender: _Sender) -> None:
         if not sender.progress.last_event_id:
@@ -281,6 +291,8 @@ class JobTracker:
 
     async def _refresh(self, changed: set[int], *, force_positions: bool = False) -> None:
         now = self.clock()
+        if await self._model_changed():
+            changed = changed | set(self._positions)
         # every queued job's position may move when anything changes
         self._positions_due |= bool(changed)
         since = now - self._positions_at
@@ -320,5 +332,6 @@ class JobTracker:
                 tiny=self.tiny,
                 paused=paused,
                 disk_full=self.disk_full,
+                model=self._model,
             )
             sender.want(job, view)

@@ -69,7 +69,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    """The chat bots the config enables, and a supervised worker."""
+    """The chat bots the config enables, the web page, and a supervised worker."""
     settings = _settings(args.config)
     if isinstance(settings, int):
         return settings

@@ -217,12 +217,19 @@ def check_tokens(settings: Settings) -> list[Finding]:
                     f"export {section.token_env}=<your bot token>",
                 )
             )
-    if not findings:
+    if not findings and settings.web.enabled:
+        findings.append(
+            Finding(
+                "ok",
+                f"no chat platform is enabled: `run` serves the web page on {settings.web.listen}",
+            )
+        )
+    elif not findings:
         findings.append(
             Finding(
                 "fail",
-                "no chat platform is enabled",
-                "set enabled = true under [telegram] or [discord] in the config",
+                "no chat platform is enabled and the web page is off",
+                "set enabled = true under [web], [telegram] or [discord] in the config",
             )
         )
     return findings

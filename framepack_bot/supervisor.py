@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -54,9 +55,9 @@ PARENT_ENV = "FRAMEPACK_BOT_SUPERVISOR_PID"  # tells the worker who supervises i
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The worker's environment: ours without the secrets it never needs (the chat
-    tokens), so no other process can read them from its /proc/PID/environ; plus the
-    supervisor's pid (see `die_with_supervisor`)."""
-    secrets = {settings.telegram.token_env, settings.discord.token_env}
+    tokens, the web page's password), so no other process can read them from its
+    /proc/PID/environ; plus the supervisor's pid (see `die_with_supervisor`)."""
+    secrets = {settings.telegram.token_env, settings.discord.token_env, settings.web.password_env}
     env = {k: v for k, v in os.environ.items() if k not in secrets}
     env[PARENT_ENV] = str(os.getpid())
     return env
@@ -84,6 +85,22 @@ def die_with_supervisor() -> None:
         sys.exit(0)
 
 
+# (exit code, seconds it ran, seconds until the next start) of a worker that died
+OnRestart = Callable[[int | None, float, float], Awaitable[None]]
+
+
+async def record_restart(settings: Settings, code: int | None, uptime: float, delay: float) -> None:
+    """Write a worker's death to the store: the host's page says "restarting after a
+    crash" and /metrics counts it (a connection of its own: crashes are rare)."""
+    from storage.store import JobStore
+
+    try:
+        async with await JobStore.open(settings.database_path) as store:
+            await store.record_restart(code, uptime, delay)
+    except Exception as exc:  # the restart itself matters more than its record
+        log.warning("could not record the worker's restart: %s", exc)
+
+
 class WorkerSupervisor:
     """Keeps one worker process running until `stop` is set."""
 
@@ -95,12 +112,14 @@ class WorkerSupervisor:
         env: dict[str, str] | None = None,
         stop_grace: float = STOP_GRACE,
         clock: Callable[[], float] = time.monotonic,
+        on_restart: OnRestart | None = None,
     ) -> None:
         self.command = list(command)
         self.env = env
         self.backoff = backoff
         self.stop_grace = stop_grace
         self.clock = clock
+        self.on_restart = on_restart
         self.starts = 0
         self.process: asyncio.subprocess.Process | None = None
 
@@ -131,6 +150,8 @@ class WorkerSupervisor:
                 uptime,
                 delay,
             )
+            if self.on_restart is not None:
+                await self.on_restart(exited.result(), uptime, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -181,6 +202,7 @@ async def serve(
             command,
             backoff or Backoff(maximum=settings.worker.restart_backoff_max),
             env=worker_env(settings),
+            on_restart=functools.partial(record_restart, settings),
         )
         tasks["the worker supervisor"] = asyncio.create_task(
             supervisor.run(stop), name="worker-supervisor"

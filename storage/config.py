@@ -183,6 +183,40 @@ class DiscordSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The host's web page, served by `framepack-bot run` (bot/web/)."""
+
+    enabled: bool = _spec(True, help="serve the page; `run` needs no chat platform then")
+    # Loopback by default: the page steers the whole bot, so reaching it from another
+    # machine must be the host's decision (and then best behind a TLS reverse proxy).
+    listen: str = _spec("127.0.0.1:8765", help="host:port, [v6]:port; port 0: any free one")
+    password_env: str = _spec("FRAMEPACK_WEB_PASSWORD")
+    password_file: str = _spec(
+        "", help="a file holding the password, read when password_env is unset"
+    )
+    session_hours: float = _spec(168.0, min=0.1, max=8760.0, help="a login lasts this long")
+    password: Secret = field(default_factory=lambda: Secret(""), metadata={"computed": True})
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port of `listen` (checked when the config was loaded)."""
+        return parse_listen("web.listen", self.listen)
+
+
+def parse_listen(key: str, value: str) -> tuple[str, int]:
+    """`host:port` or `[v6 address]:port` as (host, port); a `ConfigError` names the key."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"{key}: {value!r} is not host:port, e.g. 127.0.0.1:8765 (this machine only), "
+            "0.0.0.0:8765 (every address) or [::1]:8765"
+        )
+    return host, int(port)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = _spec("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -196,6 +230,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: Path | None = field(default=None, metadata={"computed": True})
 
@@ -284,7 +319,9 @@ def _build_section(name: str, cls: type, table: Any) -> Any:
     return cls(**values)
 
 
-def _read_secret(section: str, env_name: str, file_name: str, base: Path) -> Secret:
+def _read_secret(
+    section: str, env_name: str, file_name: str, base: Path, key: str = "token_file"
+) -> Secret:
     value = os.environ.get(env_name, "") if env_name else ""
     if not value and file_name:
         path = Path(file_name)
@@ -293,7 +330,7 @@ def _read_secret(section: str, env_name: str, file_name: str, base: Path) -> Sec
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{section}.token_file: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"{section}.{key}: cannot read {path}: {exc.strerror}") from None
     return Secret(value)
 
 
@@ -348,7 +385,15 @@ def parse_settings(
             "discord", settings.discord.token_env, settings.discord.token_file, base
         ),
     )
-    return dataclasses.replace(settings, storage=storage, telegram=telegram, discord=discord)
+    web = settings.web
+    parse_listen("web.listen", web.listen)
+    web = dataclasses.replace(
+        web,
+        password=_read_secret("web", web.password_env, web.password_file, base, "password_file"),
+    )
+    return dataclasses.replace(
+        settings, storage=storage, telegram=telegram, discord=discord, web=web
+    )
 
 
 def _bot_api_url(key: str, value: str, path: str) -> str:

@@ -169,3 +169,70 @@ class Timing:
     render_seconds: float  # first step to done, model loading excluded
     step_seconds: float  # mean seconds per step
     finished_at: float
+
+
+class WorkerState(StrEnum):
+    LOADING = "loading"  # building the model from the files on disk
+    DOWNLOADING = "downloading"  # fetching the model's files first (detail: bytes done, total)
+    READY = "ready"  # loaded, waiting for a job (or for an admin to resume the queue)
+    RENDERING = "rendering"  # a job on the GPU (detail: its id, seconds per step)
+    STOPPED = "stopped"  # exited cleanly
+    FAILED = "failed"  # could not load the model (detail: why); `run` starts it again
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One worker process as it last reported itself (with its heartbeat)."""
+
+    worker_id: str
+    state: WorkerState
+    detail: dict[str, Any]  # device, memory mode, VRAM, download bytes, job, step seconds
+    started_at: float
+    updated_at: float  # its last heartbeat or change of state
+
+
+@dataclass(frozen=True)
+class ModelActivity:
+    """Why no worker can start a job yet although one is running: it is fetching or
+    loading the model, which takes minutes (hours for a first download), so a queued
+    job's estimate cannot hold."""
+
+    state: WorkerState  # DOWNLOADING or LOADING
+    percent: int | None = None  # of the download, when its size is known
+
+
+@dataclass(frozen=True)
+class WorkerRestart:
+    """A worker that died, and when `framepack-bot run` starts the next one."""
+
+    exit_code: int | None
+    uptime: float  # seconds it ran
+    delay: float  # seconds until the next start
+    at: float  # when it died
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """A finished video as the host's gallery lists it."""
+
+    job: Job
+    render_seconds: float | None  # first step to done (None: not recorded)
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    """What one user asked of the GPU in the last day and week, and their standing."""
+
+    platform: str
+    user_id: str
+    name: str  # the name they had on their latest job
+    banned: bool
+    ban_reason: str
+    overrides: dict[str, Any]
+    jobs_day: int
+    jobs_week: int
+    video_seconds_day: float  # seconds of finished video
+    video_seconds_week: float
+    gpu_seconds_day: float  # rendering time their jobs took
+    gpu_seconds_week: float
+    waiting: int  # jobs queued or rendering now

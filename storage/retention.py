@@ -69,3 +69,16 @@ def _remove_orphans(data: DataDir, referenced: set[str]) -> None:
         owner = str(path).removesuffix(POSTER_SUFFIX)  # a video's poster goes with it
         if owner not in referenced and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
+
+
+async def remove_job_files(store: JobStore, data: DataDir, job: Job) -> None:
+    """Remove one finished job's video, previews and work files now (the host deleted
+    it). Its pictures stay while another job (a re-roll) uses them; retention takes
+    them once none does."""
+    await asyncio.to_thread(_remove_job_dirs, data, job.id)
+    await store.mark_files_removed(job.id)
+
+
+def _remove_job_dirs(data: DataDir, job_id: int) -> None:
+    for folder in data.job_dirs(job_id):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,8 @@
 | users, bans, per-user limits | storage/users.py |
 | chat message references | storage/messages.py |
 | retention of old files | storage/retention.py |
+| workers' states and restarts | storage/workers.py |
+| the gallery, usage per user, histograms (reads for the web page) | storage/stats.py |
 
 `StoreCore` is all of them on one blocking sqlite3 connection. `JobStore` runs
 each of its calls on one thread of its own (sqlite3 connections belong to the
@@ -42,6 +44,8 @@ from storage.messages import Messages
 from storage.positions import Positions
 from storage.records import Job, JobParams
 from storage.retention import Retention
+from storage.stats import Stats
+from storage.workers import Workers
 
 __all__ = [
     "IllegalTransition",
@@ -54,7 +58,7 @@ __all__ = [
 ]
 
 
-class StoreCore(Limits, Positions, Messages, Retention):
+class StoreCore(Limits, Positions, Messages, Retention, Workers, Stats):
     """Every read and write of the queue on one blocking sqlite3 connection."""
 
     def checkpoint(self) -> None:
@@ -217,3 +221,15 @@ class JobStore:
     expired_jobs = _in_thread(StoreCore.expired_jobs)
     mark_files_removed = _in_thread(StoreCore.mark_files_removed)
     referenced_inputs = _in_thread(StoreCore.referenced_inputs)
+    set_worker = _in_thread(StoreCore.set_worker)
+    workers = _in_thread(StoreCore.workers)
+    live_workers = _in_thread(StoreCore.live_workers)
+    model_activity = _in_thread(StoreCore.model_activity)
+    forget_workers = _in_thread(StoreCore.forget_workers)
+    record_restart = _in_thread(StoreCore.record_restart)
+    last_restart = _in_thread(StoreCore.last_restart)
+    restart_count = _in_thread(StoreCore.restart_count)
+    gallery = _in_thread(StoreCore.gallery)
+    usage = _in_thread(StoreCore.usage)
+    wait_histogram = _in_thread(StoreCore.wait_histogram)
+    render_histogram = _in_thread(StoreCore.render_histogram)

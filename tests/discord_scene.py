@@ -47,6 +47,8 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
         "generation": {"resolution": 64},
         "queue": {"max_waiting_per_user": 20, "max_video_seconds_per_day": 0.0},
         "worker": {"heartbeat_seconds": 0.5, "step_event_interval": 0.0},
+        # the web page's own tests turn it on, each on a port of its own
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)

@@ -50,9 +50,12 @@ def config_data(
     model: Mapping[str, Any] | None = None,
     worker: Mapping[str, Any] | None = None,
     storage: Mapping[str, Any] | None = None,
+    web: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A config document: the tiny preset, the fake's URLs, fast edits."""
+    """A config document: the tiny preset, the fake's URLs, fast edits, no web page
+    (the web page's tests turn it on, each on a port of its own)."""
     return {
+        "web": {"enabled": False, **(web or {})},
         "storage": {"data_dir": str(data_dir), **(storage or {})},
         "model": {"preset": "tiny", **(model or {})},
         "generation": {**(generation or {})},

@@ -64,3 +64,13 @@ def test_the_sampler_benchmark_judges_its_targets() -> None:
     assert "diffusers vs ours:" in out
     assert "rerun: python benchmarks/sampler.py --points 16" in out
     assert proc.returncode == (1 if "MISSED" in out else 0)
+
+
+def test_the_web_benchmark_judges_its_targets() -> None:
+    proc = run("web.py", "--waiting", "10", "--users", "5", "--done", "20", "--pages", "2",
+               "--loads", "3", "--changes", "2")  # fmt: skip
+    out = proc.stdout
+    assert "GET /queue" in out and "target p99 < 250 ms:" in out, out + proc.stderr
+    assert "a queued job on 2 open pages" in out, out
+    assert "rerun: python benchmarks/web.py --waiting 10 --users 5 --done 20 --pages 2" in out
+    assert proc.returncode in (0, 1)  # at this size a verdict is printed, not earned

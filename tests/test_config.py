@@ -17,7 +17,16 @@ def test_example_config_is_exactly_the_defaults(tmp_path: Path) -> None:
     example = load_settings(ROOT / "config.example.toml")
     defaults = parse_settings({}, base_dir=ROOT)
     assert example.storage == defaults.storage
-    for section in ("model", "generation", "queue", "worker", "telegram", "discord", "logging"):
+    for section in (
+        "model",
+        "generation",
+        "queue",
+        "worker",
+        "telegram",
+        "discord",
+        "web",
+        "logging",
+    ):
         assert getattr(example, section) == getattr(defaults, section), section
 
 

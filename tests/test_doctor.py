@@ -11,6 +11,7 @@ from pathlib import Path
 def doctor(tmp_path: Path, toml: str, **env: str) -> subprocess.CompletedProcess:
     (tmp_path / "config.toml").write_text(toml)
     full_env = {k: v for k, v in os.environ.items() if not k.endswith("_BOT_TOKEN")}
+    full_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's code
     full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "framepack_bot.cli", "doctor", "--config", "config.toml"],
@@ -70,3 +71,13 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     result = doctor(tmp_path, "[queue]\nmax_waiting = -1\n")
     assert result.returncode == 1
     assert "queue.max_waiting" in result.stdout
+
+
+def test_the_web_page_alone_needs_no_chat_token(tmp_path: Path) -> None:
+    result = doctor(tmp_path, '[model]\npreset = "tiny"\n')
+    assert result.returncode == 0, result.stdout
+    assert "no chat platform is enabled: `run` serves the web page on 127.0.0.1:8765" in (
+        result.stdout
+    )
+    result = doctor(tmp_path, '[model]\npreset = "tiny"\n[web]\nenabled = false\n')
+    assert result.returncode == 1 and "the web page is off" in result.stdout

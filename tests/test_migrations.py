@@ -24,6 +24,7 @@ RELEASED = {
     "0003_fair_order_heads.sql": "e3aeab7b9db6d89d651747c853cc138e6f0e33e48d87f13350a25f3e30fcddbe",
     "0004_head_triggers.sql": "e5f3859dec6a62baeb08568dc5f20a10412899fe78e2bdab492d75d2c0e1235b",
     "0005_cheaper_claim.sql": "e1ebcb5633fa098295e041e02f56b23944a2cfdc86d69b0269655d502d316b72",
+    "0006_workers.sql": "a7514899a3368614c4270cd1d978955a42641c16876f05000b4b37ac67131a9e",
 }
 
 V1_JOB = (

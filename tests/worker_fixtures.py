@@ -43,6 +43,8 @@ def write_config(tmp_path: Path, extra: str = "", **sections: dict[str, Any]) ->
             "heartbeat_timeout": 5.0,
         },
         "worker": {"heartbeat_seconds": 0.5, "step_event_interval": 0.0},
+        # the web page's own tests turn it on, each on a port of its own
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)

@@ -47,6 +47,23 @@ def _gateway_ended(task: asyncio.Task[None]) -> None:
         log.error("discord: the gateway connection ended for good", exc_info=task.exception())
 
 
+class RateLimitCounter(logging.Filter):
+    """Counts the 429s Discord answered: discord.py waits each out inside its HTTP
+    client and only logs it (at WARNING), so a filter on its logger counts those
+    lines for the web page's /metrics. It lets every record through."""
+
+    TEMPLATES = ("responded with 429", "received a 429", "Global rate limit has been hit")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and any(t in record.msg for t in self.TEMPLATES):
+            self.count += 1
+        return True
+
+
 class DiscordAdapter:
     """The `ChatAdapter` of Discord (see `bot.app`): commands in, job messages out."""
 
@@ -75,6 +92,12 @@ class DiscordAdapter:
             threads=self.settings.threads,
         )
         self._task: asyncio.Task[None] | None = None
+        self._limits = RateLimitCounter()
+
+    @property
+    def rate_limited(self) -> int:
+        """429s Discord answered since the start (the web page's /metrics reads it)."""
+        return self._limits.count
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -83,6 +106,7 @@ class DiscordAdapter:
         in the background: job messages can be edited before it is up, and a Discord
         outage at start does not hold up the other platform and the tracker."""
         self._use_endpoints()
+        logging.getLogger("discord.http").addFilter(self._limits)
         try:
             await self.client.login(self.settings.token.reveal())  # runs setup_hook
         except discord.LoginFailure:
@@ -106,6 +130,7 @@ class DiscordAdapter:
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
 
     async def stop(self) -> None:
+        logging.getLogger("discord.http").removeFilter(self._limits)
         await self.client.close()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, discord.DiscordException):

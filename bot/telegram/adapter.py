@@ -111,6 +111,11 @@ class TelegramAdapter:
             limit=self.upload_limit,
         )
 
+    @property
+    def rate_limited(self) -> int:
+        """429s Telegram answered since the start (the web page's /metrics reads it)."""
+        return self.pacer.retry_afters
+
     async def show(self, job: Job, view: JobView) -> None:
         """Bring the job's message to `view`."""
         await self.messages.show(job, view)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,12 +77,16 @@ class ModelSettingsLike(Protocol):
 
 
 def load_components(
-    model: ModelSettingsLike, *, device: torch.device | str | None = None
+    model: ModelSettingsLike,
+    *,
+    device: torch.device | str | None = None,
+    on_download: Callable[[int, int], None] | None = None,
 ) -> Components:
     """The components of `model.preset`: built in code for ``tiny``, else from the Hub or disk.
 
     They come back on the CPU; `FramePackEngine` places them for its memory mode.
-    `device` (default: `model.device`) only picks the dtypes.
+    `device` (default: `model.device`) only picks the dtypes. `on_download` gets the
+    bytes of the files fetched first (`framepack.models.download.DownloadReport`).
     """
     from framepack.models.memory import resolve_device
     from framepack.models.presets import get_preset
@@ -95,4 +99,10 @@ def load_components(
         return build_tiny_components()
     from framepack.models.loading import load_pretrained
 
-    return load_pretrained(preset, sources=model.sources, cache_dir=model.cache_dir, device=target)
+    return load_pretrained(
+        preset,
+        sources=model.sources,
+        cache_dir=model.cache_dir,
+        device=target,
+        on_download=on_download,
+    )

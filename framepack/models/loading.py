@@ -24,6 +24,7 @@ import torch
 
 from framepack.engine.solvers import pipeline_scheduler
 from framepack.models.components import Components
+from framepack.models.download import DownloadReport, download_sources
 from framepack.models.presets import Preset
 from framepack.models.processors import load_siglip_processor
 from framepack.models.prompt_template import llama_prompt_template
@@ -119,9 +120,18 @@ def _loaders() -> dict[str, Callable[..., Any]]:
 
 
 def load_pretrained(
-    preset: Preset, *, sources: Mapping[str, str], cache_dir: str, device: torch.device
+    preset: Preset,
+    *,
+    sources: Mapping[str, str],
+    cache_dir: str,
+    device: torch.device,
+    on_download: DownloadReport | None = None,
 ) -> Components:
-    """Load every component of `preset`, `sources` overriding the preset's own."""
+    """Load every component of `preset`, `sources` overriding the preset's own.
+
+    With `on_download`, the files the cache lacks are downloaded first and their
+    bytes reported to it as they arrive (see `framepack.models.download`).
+    """
     unknown = sorted(set(sources) - set(COMPONENT_NAMES))
     if unknown:
         raise ValueError(
@@ -130,10 +140,15 @@ def load_pretrained(
         )
     dtypes = component_dtypes(device)
     extra = {"cache_dir": cache_dir} if cache_dir else {}
+    located = {
+        name: parse_source({**preset.sources, **sources}[name], name) for name in COMPONENT_NAMES
+    }
+    if on_download is not None:
+        download_sources(list(located.values()), cache_dir=cache_dir or None, report=on_download)
     loaders = _loaders()
     parts: dict[str, Any] = {}
     for name in COMPONENT_NAMES:
-        source = parse_source({**preset.sources, **sources}[name], name)
+        source = located[name]
         log.info("loading %s from %s", name, source)
         part = loaders[name](source, dtypes.get(name), **extra)
         if isinstance(part, torch.nn.Module):

@@ -56,14 +56,19 @@ class EngineLike(Protocol):
 EngineFactory = Callable[[str, str], EngineLike]
 
 
-def engine_factory(model: ModelSettings) -> EngineFactory:
-    """Engines of the configured device, loading each preset's components from its sources."""
+def engine_factory(
+    model: ModelSettings, on_download: Callable[[int, int], None] | None = None
+) -> EngineFactory:
+    """Engines of the configured device, loading each preset's components from its sources
+    (downloading what the cache lacks first, reported to `on_download`)."""
 
     def build(preset: str, memory: str) -> EngineLike:
         from framepack.engine.engine import FramePackEngine
         from framepack.models.components import load_components
 
-        components = load_components(dataclasses.replace(model, preset=preset))
+        components = load_components(
+            dataclasses.replace(model, preset=preset), on_download=on_download
+        )
         return FramePackEngine(components, device=model.device, memory=memory)
 
     return build
@@ -112,9 +117,11 @@ class EngineSlot:
         self.engine: EngineLike | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EngineSlot:
+    def from_settings(
+        cls, settings: Settings, *, on_download: Callable[[int, int], None] | None = None
+    ) -> EngineSlot:
         model = settings.model
-        return cls(engine_factory(model), preset=model.preset, memory=model.memory)
+        return cls(engine_factory(model, on_download), preset=model.preset, memory=model.memory)
 
     @property
     def mode(self) -> str:

@@ -69,6 +69,18 @@ class RenderTimes:
     steps_run: int = 0
     first_section: int = 0
     sections: int = 0
+    last_step_at: float | None = None
+    # seconds per step lately (a moving mean: a section's decode and encode show
+    # in it for a step or two without hiding the sampler's pace)
+    step_seconds: float | None = None
+
+    def stepped(self, now: float) -> None:
+        if self.last_step_at is not None:
+            gap = now - self.last_step_at
+            self.step_seconds = (
+                gap if self.step_seconds is None else (0.7 * self.step_seconds + 0.3 * gap)
+            )
+        self.last_step_at = now
 
 
 class JobEventWriter:
@@ -121,6 +133,7 @@ class JobEventWriter:
 
     async def _step(self, event: Step) -> None:
         self.times.steps_run += 1
+        self.times.stepped(self.clock())
         if not self.throttle.allow(event.step, event.steps):
             return
         # attempt in the name: a resumed job renders the same steps again

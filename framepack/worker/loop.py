@@ -45,9 +45,10 @@ from framepack.worker.engines import (
 from framepack.worker.events import JobLog, RenderTimes
 from framepack.worker.lease import Lease
 from framepack.worker.render import EngineStalled, JobFailed, Renderer
+from framepack.worker.status import WorkerStatus, gpu_gauges
 from storage.config import Settings
 from storage.files import DataDir, DiskFull, is_disk_full
-from storage.records import Job, JobStatus, Timing
+from storage.records import Job, JobStatus, Timing, WorkerState
 from storage.store import JobLost, JobStore, QueueLimits
 
 log = logging.getLogger("framepack.worker")
@@ -79,6 +80,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         burst: bool = False,
+        status: WorkerStatus | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -90,6 +92,10 @@ class Worker:
         self._wake = asyncio.Event()
         self.renderer = Renderer(store, settings, engines)
         self._finishing: set[asyncio.Task[None]] = set()
+        self.status = status or WorkerStatus(
+            store, self.worker_id, interval=settings.worker.heartbeat_seconds
+        )
+        self.status.gauges = self._gauges
 
     def stop(self) -> None:
         """Stop at the next step boundary; the job in hand goes back to the queue."""
@@ -98,6 +104,8 @@ class Worker:
 
     async def run(self) -> None:
         idle = stalled = False
+        ended = WorkerState.STOPPED
+        self.status.start()
         try:
             await self._load()
             while not self.stopping.is_set():
@@ -105,7 +113,9 @@ class Worker:
                 job = await self.store.claim(self.worker_id)
                 if job is not None:
                     idle = False
+                    await self.status.set(WorkerState.RENDERING, job_id=job.id)
                     await self.execute(job)
+                    await self.status.set(WorkerState.READY)
                     continue
                 if self.burst:
                     break
@@ -116,10 +126,16 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
         except EngineStalled:
             stalled = True
+            ended = WorkerState.FAILED
+            raise
+        except ModelUnavailable:
+            ended = WorkerState.FAILED
             raise
         finally:
             if self._finishing:
                 await asyncio.gather(*self._finishing, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the end is logged whatever the store says
+                await self.status.stop(ended)
             await self.store.checkpoint()
             self.renderer.gpu.shutdown(wait=not stalled)
             log.info("worker %s: stopped", self.worker_id)
@@ -127,15 +143,37 @@ class Worker:
     async def _load(self) -> None:
         log.info("worker %s: loading the %s model", self.worker_id, self.engines.preset)
         started = time.monotonic()
+        await self.status.set(
+            WorkerState.LOADING,
+            preset=self.engines.preset,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
         try:
-            await self.renderer.on_gpu(self.engines.get)
+            engine = await self.renderer.on_gpu(self.engines.get)
         except Exception as exc:
             log.debug("loading the model failed", exc_info=exc)
+            await self.status.set(WorkerState.FAILED, error=f"cannot load the model: {exc}")
             raise ModelUnavailable(
                 f"cannot load the {self.engines.preset} model: {exc} "
                 "(`framepack-bot doctor` says what is missing)"
             ) from exc
+        await self.status.set(
+            WorkerState.READY, device=str(_device_of(engine)), memory_mode=self.engines.mode
+        )
         log.info("worker %s: ready in %.1f s", self.worker_id, time.monotonic() - started)
+
+    def _gauges(self) -> dict[str, Any]:
+        """What each heartbeat reports besides the state: VRAM, seconds per step."""
+        out: dict[str, Any] = {}
+        engine = self.engines.engine
+        if engine is not None:
+            out.update(gpu_gauges(_device_of(engine)))
+            out["memory_mode"] = self.engines.mode
+        writer = self.renderer.writer
+        if writer is not None and writer.times.step_seconds is not None:
+            out["step_seconds"] = round(writer.times.step_seconds, 4)
+        return out
 
     # ---- execute -----------------------------------------------------------
 
@@ -269,9 +307,11 @@ class Worker:
             self.worker_id,
             self.data.root,
         )
+        await self.status.set(self.status.state, disk_full=True)  # for the host's page
         while not self.stopping.is_set() and not self._has_room():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+        await self.status.set(self.status.state, disk_full=False)
         if not self.stopping.is_set():
             log.info("worker %s: there is room on the disk again", self.worker_id)
 
@@ -279,10 +319,12 @@ class Worker:
         """The disk filled up under a job: it goes back to the queue once there is room
         (the attempt does not count) and resumes from its last finished section."""
         job_log("!", "the disk is full; it resumes when there is room", logging.ERROR)
+        await self.status.set(self.status.state, disk_full=True)
         try:
             while not self._has_room() and not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), ROOM_POLL)
+            await self.status.set(self.status.state, disk_full=False)
             while True:
                 try:
                     await self.store.release(job.id, self.worker_id, "the disk was full")
@@ -331,6 +373,10 @@ class Worker:
         job_log("×", f"failed: {reason}")
 
 
+def _device_of(engine: EngineLike) -> Any:
+    return getattr(engine, "device", None)
+
+
 async def run_worker(
     settings: Settings,
     *,
@@ -344,12 +390,15 @@ async def run_worker(
     data = DataDir(settings.storage.data_dir)
     data.ensure()
     store = await JobStore.open(data.database, QueueLimits.from_settings(settings.queue))
+    worker_id = worker_id or default_worker_id()
+    status = WorkerStatus(store, worker_id, interval=settings.worker.heartbeat_seconds)
     worker = Worker(
         store,
         settings,
-        engines or EngineSlot.from_settings(settings),
+        engines or EngineSlot.from_settings(settings, on_download=status.downloading),
         worker_id=worker_id,
         burst=burst,
+        status=status,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)

@@ -59,6 +59,7 @@ class Renderer:
         self.engines = engines
         self.data = DataDir(settings.storage.data_dir)
         self.gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        self.writer: JobEventWriter | None = None  # of the job rendering now (or the last)
 
     async def on_gpu(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -124,6 +125,7 @@ class Renderer:
             job_log,
             step_interval=self.settings.worker.step_event_interval,
         )
+        self.writer = writer
         try:
             done = await self._drive(events, writer, lease)
         except SourceUnreadable as exc:  # read as the job starts, before its first step
