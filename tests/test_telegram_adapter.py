@@ -103,6 +103,13 @@ async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_vi
         assert "Rendering" in message.text and [b.text for b in message.buttons] == ["✖ Cancel"]
         done = await worker.finish(job)
         await fake.wait_for(lambda: message.text.startswith("✅ Done"), timeout=10)
+        async with await JobStore.open(settings.database_path) as store:
+            # recorded once Telegram answered the edit: a moment after the fake showed it
+            for _ in range(200):
+                if (await store.get(job.id)).delivered_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await store.get(job.id)).delivered_at is not None
 
     assert message.kind == "video" and message.media == Path(done.result_path).read_bytes()
     assert "rendered in 12 s" in message.text and "seed 7" in message.text
@@ -115,8 +122,6 @@ async def test_a_photo_with_animate_gives_one_reply_edited_from_queued_to_the_vi
     assert len(job_messages(fake, USER)) == 1 and replies(fake, USER) == []
     assert any(a.action == "upload_video" for a in fake.chat_actions)
     assert all(call.ok for call in fake.calls if call.method.startswith("edit"))
-    async with await JobStore.open(settings.database_path) as store:
-        assert (await store.get(job.id)).delivered_at is not None
 
 
 async def test_a_reply_to_a_picture_and_an_image_file_both_queue(
