@@ -30,9 +30,11 @@ weights (PEFT's adapters off)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,15 @@ _DOTTED = re.compile(r"^(?P<block>[a-z_]+)\.(?P<index>\d+)\.(?P<module>.+)$")
 
 class LoraError(ValueError):
     """A LoRA file that cannot be used; the message says why, in one line."""
+
+
+class LoraUnavailable(ValueError):
+    """A job asks for a LoRA that is not attached (its file failed, or it is unknown here)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"the LoRA {name!r} {reason}")
+        self.name = name
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -271,15 +282,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def attach_lora(transformer: torch.nn.Module, name: str, path: Path) -> LoadedLora:
+def attach_lora(transformer: torch.nn.Module, name: str, path: Path | LoraError) -> LoadedLora:
     """Read, convert, check and attach one LoRA file as the adapter `name` (unfused);
-    a file that cannot be used comes back with its `error` set, nothing attached."""
+    a file that cannot be used (or `path`, the error of fetching it) comes back with its
+    `error` set, nothing attached."""
+    if isinstance(path, LoraError):
+        log.warning("LoRA %s cannot be used: %s", name, path)
+        return LoadedLora(name, Path(), error=str(path))
     try:
         converted, naming = convert_lora(read_lora_file(path))
         check_against(converted, transformer)
         dtype = next(transformer.parameters()).dtype
         converted = {k: v.to(dtype) for k, v in converted.items()}
-        transformer.load_lora_adapter(converted, prefix="transformer", adapter_name=name)
+        _load_adapter(transformer, converted, name)
     except LoraError as exc:
         log.warning("LoRA %s (%s) cannot be used: %s", name, path, exc)
         return LoadedLora(name, path, error=str(exc))
@@ -288,11 +303,26 @@ def attach_lora(transformer: torch.nn.Module, name: str, path: Path) -> LoadedLo
     return LoadedLora(name, path, file_digest(path), naming, modules)
 
 
+def _load_adapter(
+    transformer: torch.nn.Module, converted: dict[str, torch.Tensor], name: str
+) -> None:
+    """diffusers' `load_lora_adapter`, its failures (a half-attached adapter taken off
+    again) as a `LoraError`."""
+    try:
+        with warnings.catch_warnings():  # PEFT warns of a second adapter: we mean several
+            warnings.filterwarnings("ignore", "Already found a `peft_config`")
+            transformer.load_lora_adapter(converted, prefix="transformer", adapter_name=name)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        with contextlib.suppress(Exception):
+            transformer.delete_adapters(name)
+        raise LoraError(f"diffusers could not attach it: {exc}") from None
+
+
 def attach_loras(
-    transformer: torch.nn.Module, files: Mapping[str, Path]
+    transformer: torch.nn.Module, files: Mapping[str, Path | LoraError]
 ) -> dict[str, LoadedLora]:
-    """Attach every LoRA of `files` (name -> file) once; call it before the memory mode
-    places the weights. The adapters start switched off."""
+    """Attach every LoRA of `files` (name -> file, or why it could not be fetched) once;
+    call it before the memory mode places the weights. The adapters start switched off."""
     attached = {name: attach_lora(transformer, name, path) for name, path in files.items()}
     if any(lora.error is None for lora in attached.values()):
         transformer.disable_lora()
@@ -303,13 +333,13 @@ def apply_loras(
     transformer: torch.nn.Module, config: LoraConfig, attached: Mapping[str, LoadedLora]
 ) -> None:
     """Switch the adapters of one job on at their scales, the others off; with none the
-    transformer computes its base weights only. `LoraError` for one that is not attached."""
+    transformer computes its base weights only. `LoraUnavailable` for one not attached."""
     for name, _ in config.adapters:
         lora = attached.get(name)
         if lora is None:
-            raise LoraError(f"the LoRA {name!r} is not loaded on this worker")
+            raise LoraUnavailable(name, "is not in this worker's catalogue")
         if lora.error is not None:
-            raise LoraError(f"the LoRA {name!r} could not be loaded: {lora.error}")
+            raise LoraUnavailable(name, f"could not be loaded: {lora.error}")
     if not any(lora.error is None for lora in attached.values()):
         return  # no adapter on the model: nothing to switch
     if not config.adapters:
