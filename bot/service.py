@@ -52,9 +52,7 @@ class Requester:
 PLATFORMS = ("telegram", "discord", "web")
 
 # Discord shows options as fields of the slash command, not as --flags in the text.
-DISCORD_USAGE = (
-    "/animate image:<picture> prompt:<text> [seconds seed steps guidance model lora …]"
-)
+DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model lora …]"
 
 
 def loras_text(settings: Settings, platform: str) -> str:

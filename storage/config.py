@@ -452,7 +452,7 @@ def _check_loras(model: ModelSettings, base: Path) -> list[LoraSettings]:
         if not _LORA_NAME.match(lora.name):
             raise ConfigError(
                 f"{key}.name: {lora.name!r} is not a name members can type; use 1-32 "
-                "lowercase letters, digits, - and _ (e.g. \"ghibli\")"
+                'lowercase letters, digits, - and _ (e.g. "ghibli")'
             )
         if any(other.name == lora.name for other in checked):
             raise ConfigError(f"{key}.name: {lora.name!r} is in the catalogue twice")

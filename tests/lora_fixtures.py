@@ -105,19 +105,17 @@ def lora_tensors(lora: RandomLora, naming: str, transformer: torch.nn.Module) ->
     return tensors
 
 
-def write_lora(
-    path: Path, lora: RandomLora, naming: str, transformer: torch.nn.Module
-) -> Path:
+def write_lora(path: Path, lora: RandomLora, naming: str, transformer: torch.nn.Module) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.clone().contiguous() for k, v in lora_tensors(lora, naming, transformer).items()}
+    tensors = {
+        k: v.clone().contiguous() for k, v in lora_tensors(lora, naming, transformer).items()
+    }
     save_file(tensors, str(path))
     return path
 
 
 @torch.no_grad()
-def merge_by_hand(
-    transformer: torch.nn.Module, loras: list[tuple[RandomLora, float]]
-) -> None:
+def merge_by_hand(transformer: torch.nn.Module, loras: list[tuple[RandomLora, float]]) -> None:
     """W += s * alpha / r * B @ A for every adapted module of each (lora, scale)."""
     modules = dict(transformer.named_modules())
     for lora, scale in loras:

@@ -153,7 +153,7 @@ def test_a_lora_for_another_model_size_is_refused_against_the_transformer() -> N
         "diffusion_model.double_blocks.0.img_attn_proj.lora_B.weight": torch.ones(3072, 4),
     }
     assert naming_of(list(tensors)) == "original"
-    with pytest.raises(LoraError, match="another model size.*32 inputs here, 3072"):
+    with pytest.raises(LoraError, match=r"another model size.*32 inputs here, 3072"):
         check_against(convert_lora(tensors)[0], tiny_engine().components.transformer)
 
 

@@ -54,9 +54,14 @@ async def test_a_lora_picked_on_each_platform_reaches_the_worker_and_the_caption
     tmp_path: Path,
 ) -> None:
     transformer = build_tiny_components().transformer
-    write_lora(tmp_path / "loras/paint.safetensors", random_lora(transformer), "original", transformer)
     write_lora(
-        tmp_path / "loras/sketch.safetensors", random_lora(transformer, seed=3), "kohya", transformer
+        tmp_path / "loras/paint.safetensors", random_lora(transformer), "original", transformer
+    )
+    write_lora(
+        tmp_path / "loras/sketch.safetensors",
+        random_lora(transformer, seed=3),
+        "kohya",
+        transformer,
     )
     async with DiscordHarness() as discord_fake, FakeTelegram() as telegram:
         guild = discord_fake.add_guild("Test Guild")
@@ -118,8 +123,7 @@ async def test_a_lora_picked_on_each_platform_reaches_the_worker_and_the_caption
             )  # fmt: skip
             await discord_fake.wait_until(lambda: bool(refused.replies), what="the refusal")
             assert refused.replies[0].content == (
-                "There is no LoRA called 'ghibli'. The LoRAs for framepack are: paint "
-                "(see /loras)."
+                "There is no LoRA called 'ghibli'. The LoRAs for framepack are: paint (see /loras)."
             )
             telegram.user_sends_photo(
                 user_id=TELEGRAM_USER,

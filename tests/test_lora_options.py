@@ -37,7 +37,11 @@ def test_the_catalogue_is_read_with_each_source_resolved(tmp_path: Path) -> None
         0.8,
         ["framepack", "f1"],
     )
-    assert (anime.path, anime.hub, anime.scale) == (None, ("owner/repo", "anime/v2.safetensors"), 1.0)
+    assert (anime.path, anime.hub, anime.scale) == (
+        None,
+        ("owner/repo", "anime/v2.safetensors"),
+        1.0,
+    )
     assert fast.path == Path("/abs/fast.safetensors") and fast.models == ["f1"]
     assert [lora.name for lora in model.loras_for("framepack")] == ["paint", "anime"]
     assert model.lora("PAINT") is paint and model.lora("none") is None
@@ -52,7 +56,10 @@ def test_the_catalogue_is_read_with_each_source_resolved(tmp_path: Path) -> None
         ({"name": "x", "source": "a.st", "scale": 3.0}, r"model\.loras\[0\]\.scale: 3 is outside"),
         ({"name": "x", "source": "a.st", "models": ["sd"]}, r"models: 'sd' is not a model"),
         ({"name": "x", "source": "a.st", "models": []}, r"models: .* is not a model"),
-        ({"name": "x", "source": "a.st", "trigger": "y"}, r"model\.loras\[0\]\.trigger: unknown key"),
+        (
+            {"name": "x", "source": "a.st", "trigger": "y"},
+            r"model\.loras\[0\]\.trigger: unknown key",
+        ),
         ({"name": "x", "source": "a.st", "scale": "big"}, r"scale: expected a number"),
     ],
 )
@@ -63,9 +70,11 @@ def test_a_bad_catalogue_entry_is_refused_with_its_key(lora: dict, message: str)
 
 def test_catalogue_wide_checks() -> None:
     twice = [{"name": "x", "source": "a.st"}, {"name": "x", "source": "b.st"}]
-    with pytest.raises(ConfigError, match=r"model\.loras\[1\]\.name: 'x' is in the catalogue twice"):
+    with pytest.raises(
+        ConfigError, match=r"model\.loras\[1\]\.name: 'x' is in the catalogue twice"
+    ):
         parse_settings({"model": {"loras": twice}})
-    with pytest.raises(ConfigError, match="lora_min_scale: 1 is above model.lora_max_scale 0.5"):
+    with pytest.raises(ConfigError, match=r"lora_min_scale: 1 is above model\.lora_max_scale 0\.5"):
         parse_settings({"model": {"lora_min_scale": 1.0, "lora_max_scale": 0.5}})
     with pytest.raises(ConfigError, match=r"model\.max_loras: 9 is above"):
         parse_settings({"model": {"max_loras": 9}})
@@ -129,7 +138,9 @@ def test_loras_lists_the_catalogue_and_help_mentions_it(tmp_path: Path) -> None:
     assert "• paint (framepack, f1; scale 0.8) — brushes" in text
     assert "• fast (f1; scale 1)" in text and "--lora paint:0.8" in text
     assert "lora:paint" in loras_text(settings, "discord")
-    assert "/loras" in help_text(settings, "telegram") and "--lora" in help_text(settings, "telegram")
+    assert "/loras" in help_text(settings, "telegram") and "--lora" in help_text(
+        settings, "telegram"
+    )
     assert "no LoRAs" in loras_text(parse_settings({}), "telegram")
     assert "/loras" not in help_text(parse_settings({}), "telegram")
 

@@ -169,7 +169,9 @@ def _pairs(state_dict: Mapping[str, torch.Tensor], naming: str) -> dict[str, _Pa
             raise LoraError(f"key {key!r} is no LoRA weight (lora_A/B, lora_down/up or alpha)")
     for module, pair in pairs.items():
         if pair.down is None or pair.up is None:
-            raise LoraError(f"{module}: has no {'down (A)' if pair.down is None else 'up (B)'} matrix")
+            raise LoraError(
+                f"{module}: has no {'down (A)' if pair.down is None else 'up (B)'} matrix"
+            )
         if pair.down.ndim != 2 or pair.up.ndim != 2 or pair.up.shape[1] != pair.down.shape[0]:
             raise LoraError(
                 f"{module}: its matrices do not fit together "

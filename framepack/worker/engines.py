@@ -109,7 +109,7 @@ def lora_path(lora: LoraSettings, cache_dir: str, *, download: bool) -> Path:
         raise LoraError(f"{repo}/{filename} is not in the Hugging Face cache yet")
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache))
-    except Exception as exc:  # noqa: BLE001 (any failure of the Hub: said, not raised)
+    except Exception as exc:
         raise LoraError(f"cannot fetch {repo}/{filename} from the Hub: {exc}") from None
 
 

@@ -47,8 +47,8 @@ from framepack.worker.lease import Lease
 from framepack.worker.render import EngineStalled, JobFailed, Renderer
 from framepack.worker.status import WorkerStatus, gpu_gauges
 from storage.config import Settings
-from storage.positions import lora_factor
 from storage.files import DataDir, DiskFull, is_disk_full
+from storage.positions import lora_factor
 from storage.records import Job, JobStatus, Timing, WorkerState
 from storage.store import JobLost, JobStore, QueueLimits
 
