@@ -149,3 +149,43 @@ def test_the_caption_names_the_loras() -> None:
     assert _facts(job_record(loras=(("paint", 0.8),))).endswith("· LoRA paint 0.8")
     assert "LoRA" not in _facts(job_record())
     assert AnimateOptions(prompt="x").loras is None
+
+
+async def test_reroll_remix_and_extend_keep_the_loras(tmp_path: Path) -> None:
+    import dataclasses
+
+    from bot.service import BotService, Requester
+    from storage.records import JobStatus
+    from tests.worker_fixtures import open_store, settings_of, write_config, write_picture
+
+    (tmp_path / "paint.safetensors").write_bytes(b"")
+    extra = '[[model.loras]]\nname = "paint"\nsource = "paint.safetensors"\nscale = 0.8\n'
+    settings = settings_of(write_config(tmp_path, extra))
+    store = await open_store(settings)
+    try:
+        service = BotService(store, settings)
+        who = Requester("telegram", "alice", "Alice", "chat")
+        job = await store.enqueue(
+            platform="telegram", user_id="alice", chat_id="chat",
+            params=JobParams(prompt="a cat", seconds=1.0, loras=(("paint", 0.5),)),
+            input_path=write_picture(service.data),
+        )  # fmt: skip
+        rerolled = await service.reroll(who, job.id)
+        assert rerolled.params.loras == (("paint", 0.5),)
+        remixed = await service.remix(who, job.id, AnimateOptions(prompt="a dog"))
+        assert remixed.params.loras == (("paint", 0.5),) and remixed.params.prompt == "a dog"
+        plain = await service.remix(who, job.id, AnimateOptions(prompt="a dog", loras=()))
+        assert plain.params.loras == ()
+        # a LoRA the host took out of the catalogue since: the re-roll is refused, with the list
+        gone = dataclasses.replace(settings, model=dataclasses.replace(settings.model, loras=[]))
+        with pytest.raises(UserError, match="This bot has no LoRAs"):
+            await BotService(store, gone).reroll(who, job.id)
+        assert (await store.claim("w")).id == job.id  # it renders and ends: it can be extended
+        await store.complete(job.id, "w", result_path="x.mp4", metadata={})
+        service.data.checkpoint(job.id).parent.mkdir(parents=True, exist_ok=True)
+        service.data.checkpoint(job.id).write_bytes(b"checkpoint")
+        extended = await service.extend(who, job.id)
+        assert extended.params.loras == (("paint", 0.5),) and extended.params.extend_of == job.id
+        assert (await store.get(job.id)).status is JobStatus.DONE
+    finally:
+        await store.close()
