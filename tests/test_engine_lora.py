@@ -101,6 +101,9 @@ def test_the_three_namings_convert_to_the_same_adapter() -> None:
         for key in reference:
             torch.testing.assert_close(other[key], reference[key])
     check_against(reference, transformer)  # every module exists, with these sizes
+    again, naming = convert_lora(reference)  # diffusers' own PEFT naming is taken as it is
+    assert naming == "diffusers" and again.keys() == reference.keys()
+    assert all(torch.equal(again[k], reference[k]) for k in reference)
 
 
 def test_alpha_over_rank_is_folded_into_lora_b() -> None:
