@@ -131,3 +131,13 @@ async def test_the_estimate_counts_the_loras(bot_store: JobStore) -> None:
     plain = await bot_store.estimate_duration(JobParams(prompt="x"))
     two = await bot_store.estimate_duration(JobParams(prompt="x", loras=(("a", 1), ("b", 1))))
     assert two == pytest.approx(plain * lora_factor(2)) and two > plain
+
+
+async def test_queue_positions_time_a_lora_job_slower(
+    settings: Settings, bot_store: JobStore
+) -> None:
+    plain = await enqueue(bot_store, settings, "alice")
+    styled = await enqueue(bot_store, settings, "bob", loras=(("paint", 1.0),))
+    positions = await bot_store.positions()
+    ratio = positions[styled].estimated_duration / positions[plain].estimated_duration
+    assert ratio == pytest.approx(lora_factor(1))

@@ -36,7 +36,7 @@ import logging
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -113,7 +113,6 @@ class _Pair:
     down: torch.Tensor | None = None
     up: torch.Tensor | None = None
     alpha: float | None = None
-    keys: list[str] = field(default_factory=list)
 
 
 def naming_of(keys: Sequence[str]) -> str:
@@ -158,7 +157,6 @@ def _pairs(state_dict: Mapping[str, torch.Tensor], naming: str) -> dict[str, _Pa
                 kind = "alpha" if key.endswith(".alpha") else key.rpartition(".")[2]
             module = _strip(key).removesuffix("." + kind)
         pair = pairs.setdefault(module, _Pair())
-        pair.keys.append(key)
         if kind in ("lora_A.weight", "lora_down.weight"):
             pair.down = tensor
         elif kind in ("lora_B.weight", "lora_up.weight"):
