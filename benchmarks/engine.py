@@ -1,6 +1,7 @@
 """The engine with each solver against diffusers' HunyuanVideoFramepackPipeline, in one run.
 
     python benchmarks/engine.py [--seconds 5] [--steps 25] [--repeats 3] [--threads N]
+    python benchmarks/engine.py --lora [--seconds 1] [--steps 2] [--repeats 5] [--threads N]
     python benchmarks/engine.py --full [benchmarks/gpu.py's options]
 
 Default: the tiny preset on the CPU, the same job (picture, prompt, seed) through
@@ -15,6 +16,12 @@ ffmpeg children) and the peak resident memory during a run, and the ratios.
 Targets, judged on the best wall time: engine (unipc) / (pipeline + mp4) <= 1.05
 (issue 3); engine unipc / engine euler <= 1.05 (the demo's sampler costs nothing
 noticeable). Each is printed met/MISSED; a miss exits 1.
+
+--lora: the cost of LoRA adapters on the tiny preset (CPU): two random LoRAs (rank 16
+over every block linear layer, written as files in the original naming) attached once,
+then the time to switch adapters between two jobs (`set_adapters` to the other LoRA,
+and off for a job without) next to one section's time with and without a LoRA on.
+Target: a switch takes <= 1 % of a section.
 
 --full: the full-size model on a GPU, per memory mode: runs benchmarks/gpu.py.
 """
@@ -243,6 +250,112 @@ def tiny(args: argparse.Namespace) -> int:
     return 0 if all(met for met, _ in verdicts) else 1
 
 
+# --- LoRA adapters: attach once, switch per job -------------------------------------------
+
+SWITCH_SHARE = 0.01  # target: switching adapters costs at most this share of a section
+
+
+def write_random_lora(path: Path, transformer: torch.nn.Module, *, rank: int, seed: int) -> Path:
+    """A LoRA over every linear layer of the transformer's blocks, in the original naming
+    (fused q/k/v and linear1 as such), random, as a .safetensors file."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def small(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.01
+
+    original = {
+        "attn.to_q": "img_attn_qkv", "attn.add_q_proj": "txt_attn_qkv",
+        "attn.to_out.0": "img_attn_proj", "attn.to_add_out": "txt_attn_proj",
+        "ff.net.0.proj": "img_mlp.fc1", "ff.net.2": "img_mlp.fc2",
+        "ff_context.net.0.proj": "txt_mlp.fc1", "ff_context.net.2": "txt_mlp.fc2",
+    }  # fmt: skip
+    fused_rows = {"img_attn_qkv": 3, "txt_attn_qkv": 3}
+    tensors: dict[str, torch.Tensor] = {}
+    for i, block in enumerate(transformer.transformer_blocks):
+        for module, name in original.items():
+            layer = block.get_submodule(module)
+            rows = layer.out_features * fused_rows.get(name, 1)
+            key = f"diffusion_model.double_blocks.{i}.{name}"
+            tensors[f"{key}.lora_A.weight"] = small(rank, layer.in_features)
+            tensors[f"{key}.lora_B.weight"] = small(rows, rank)
+    for i, block in enumerate(transformer.single_transformer_blocks):
+        hidden = block.attn.to_q.in_features
+        rows = 3 * block.attn.to_q.out_features + block.proj_mlp.out_features
+        for name, (inputs, outputs) in {
+            "linear1": (hidden, rows),
+            "linear2": (block.proj_out.in_features, block.proj_out.out_features),
+        }.items():
+            key = f"diffusion_model.single_blocks.{i}.{name}"
+            tensors[f"{key}.lora_A.weight"] = small(rank, inputs)
+            tensors[f"{key}.lora_B.weight"] = small(outputs, rank)
+    save_file(tensors, str(path))
+    return path
+
+
+def lora(args: argparse.Namespace) -> int:
+    from framepack.models.tiny import build_tiny_components
+
+    components = build_tiny_components()
+    with tempfile.TemporaryDirectory() as folder:
+        files = {
+            name: write_random_lora(Path(folder) / f"{name}.safetensors",
+                                    components.transformer, rank=16, seed=seed)
+            for seed, name in enumerate(("first", "second"))
+        }  # fmt: skip
+        start = time.perf_counter()
+        engine = FramePackEngine(components, device="cpu", loras=files)
+        attach = time.perf_counter() - start
+    params = GenerationParams(
+        prompt=PROMPT, seconds=args.seconds, steps=args.steps, seed=1, resolution=128
+    )
+    first = replace(params, loras=(("first", 1.0),))
+    second = replace(params, loras=(("second", 0.8),))
+    image = test_picture(608, 640)
+    render_with_engine(engine, replace(first, seconds=1.0, steps=1), image)  # warm up
+
+    switches: list[float] = []
+    for _ in range(20):  # first -> second -> none -> first: each a job's switch
+        for job in (second, params, first):
+            start = time.perf_counter()
+            engine.use_loras(job)
+            switches.append(time.perf_counter() - start)
+    sections = params.sections()
+    runs: dict[str, list[float]] = {"without LoRA": [], "with a LoRA": [], "with two LoRAs": []}
+    both = replace(params, loras=(("first", 1.0), ("second", 0.8)))
+    for _ in range(args.repeats):
+        for name, job in zip(runs, (params, first, both), strict=True):
+            runs[name].append(measure(lambda job=job: render_with_engine(engine, job, image)).wall)
+    section = {name: min(walls) / sections for name, walls in runs.items()}
+    switch = statistics.median(switches)
+
+    print(
+        f"tiny preset, CPU ({torch.get_num_threads()} threads), {sections} sections x "
+        f"{params.steps} steps, 128 bucket, two rank-16 LoRAs over every block linear layer"
+    )
+    print(f"attach both LoRAs once (read, convert, load): {attach * 1000:.0f} ms")
+    print(
+        f"switch adapters between two jobs: {switch * 1000:.2f} ms median, "
+        f"{max(switches) * 1000:.2f} ms worst of {len(switches)}"
+    )
+    for name, seconds in section.items():
+        print(f"one section {name + ':':16} {seconds:.3f} s (best of {args.repeats} runs)")
+    base = section["without LoRA"]
+    print(
+        f"a LoRA's cost per section: {section['with a LoRA'] / base - 1:+.1%} "
+        f"(two: {section['with two LoRAs'] / base - 1:+.1%})"
+    )
+    share = switch / section["with a LoRA"]
+    met = share <= SWITCH_SHARE
+    print(
+        f"target: switch <= {SWITCH_SHARE:.0%} of a section: {'met' if met else 'MISSED'} "
+        f"({share:.4%})"
+    )
+    print("rerun: python benchmarks/engine.py " + " ".join(sys.argv[1:]))
+    return 0 if met else 1
+
+
 def full(argv: list[str]) -> int:
     """The full-size benchmark (benchmarks/gpu.py), with the rest of the arguments."""
     import importlib.util
@@ -265,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--full", action="store_true", help="full size on a GPU: benchmarks/gpu.py")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters: attach, switch")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
@@ -278,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return tiny(args)
+    return lora(args) if args.lora else tiny(args)
 
 
 if __name__ == "__main__":

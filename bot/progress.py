@@ -141,7 +141,10 @@ class JobView:
 
 def _facts(job: Job) -> str:
     p = job.params
-    return f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+    facts = f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+    if p.loras:
+        facts += " · LoRA " + ", ".join(f"{name} {scale:g}" for name, scale in p.loras)
+    return facts
 
 
 CANCEL = Button("✖ Cancel", "cancel")

@@ -13,16 +13,18 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from storage.config import GenerationSettings
+from storage.config import GenerationSettings, ModelSettings
 from storage.records import JobParams
 
 MODELS = ("framepack", "f1")
 JOB_ID_DIGITS = 18  # a job number longer than this is nobody's (SQLite's ids are 64-bit)
 SEED_MAX = 2**31 - 1
-OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "end")
+OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "end", "lora")
 FLAGS = ("end",)  # options without a value
+REPEATABLE = ("lora",)  # one LoRA per --lora; several combine
 USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
+    " [--lora name[:scale]]"
 )
 
 LIMIT_USAGE = "Usage: /limit <user id> <jobs waiting> <seconds a day>, or /limit <user id> default"
@@ -51,6 +53,8 @@ class AnimateOptions:
     model: str | None = None
     # Telegram: this message's picture is the end image, the one it replies to the start
     end: bool = False
+    # catalogue LoRAs as typed, (name, scale or None: its default); None: none asked
+    loras: tuple[tuple[str, float | None], ...] | None = None
 
 
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]+)(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+|$)")
@@ -88,6 +92,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
     tokens = rest.split()
     prompt_words: list[str] = []
     values: dict[str, str] = {}
+    loras: list[tuple[str, float | None]] = []
     i = 0
     while i < len(tokens):
         option = _option_token(tokens[i])
@@ -112,6 +117,10 @@ def parse_animate_text(rest: str) -> AnimateOptions:
                 raise UserError(f"--{name} needs a value, e.g. --{name} {_example(name)}.")
             i += 1
             value = tokens[i]
+        if name in REPEATABLE:
+            loras.extend(parse_lora_specs(value))
+            i += 1
+            continue
         if name in values:
             raise UserError(
                 f"--{name} is given twice ({values[name]} and {value}). Give it once, "
@@ -127,7 +136,31 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         guidance=_number(values, "guidance", float),
         model=values.get("model"),
         end="end" in values,
+        loras=tuple(loras) if loras else None,
     )
+
+
+def parse_lora_specs(text: str) -> list[tuple[str, float | None]]:
+    """`name[:scale]`, or several of them separated by commas, as (name, scale or None)."""
+    specs: list[tuple[str, float | None]] = []
+    for part in text.split(","):
+        name, colon, scale_text = part.strip().partition(":")
+        name = name.strip().lower()
+        if not name:
+            raise UserError("--lora needs a name, e.g. --lora ghibli or --lora ghibli:0.8.")
+        scale: float | None = None
+        if colon:
+            try:
+                scale = float(scale_text)
+            except ValueError:
+                scale = math.nan
+            if not math.isfinite(scale):
+                raise UserError(
+                    f"--lora {name}: the scale must be a number, not {scale_text!r}; "
+                    f"e.g. --lora {name}:0.8."
+                )
+        specs.append((name, scale))
+    return specs
 
 
 def clean_prompt(text: str) -> tuple[str, int]:
@@ -150,7 +183,14 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def _example(name: str) -> str:
-    examples = {"seconds": "5", "seed": "42", "steps": "25", "guidance": "10", "model": "f1"}
+    examples = {
+        "seconds": "5",
+        "seed": "42",
+        "steps": "25",
+        "guidance": "10",
+        "model": "f1",
+        "lora": "name:0.8",
+    }
     return examples.get(name, "")
 
 
@@ -176,6 +216,7 @@ def build_params(
     *,
     has_end_image: bool = False,
     rng: random.Random | None = None,
+    catalogue: ModelSettings | None = None,
 ) -> JobParams:
     """Check every option against the configured bounds; fill the defaults."""
     prompt, _ = clean_prompt(options.prompt)
@@ -207,9 +248,56 @@ def build_params(
         seed = (rng or _SEEDS).randint(0, SEED_MAX)
     if not 0 <= seed <= SEED_MAX:
         raise UserError(f"--seed must be between 0 and {SEED_MAX}, not {seed}.")
+    loras = check_loras(options.loras or (), model, catalogue or ModelSettings())
     return JobParams(
-        prompt=prompt, seconds=seconds, seed=seed, steps=steps, guidance=guidance, model=model
+        prompt=prompt,
+        seconds=seconds,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        loras=loras,
     )
+
+
+def check_loras(
+    asked: tuple[tuple[str, float | None], ...], model: str, catalogue: ModelSettings
+) -> tuple[tuple[str, float], ...]:
+    """The LoRAs asked for `model`, each with its scale (the catalogue's default where none
+    is given); an unknown one, a scale out of range, one for the other model or too many
+    are refused with the valid choices."""
+    if not asked:
+        return ()
+    choices = [lora.name for lora in catalogue.loras_for(model)]
+    if not choices or catalogue.max_loras == 0:
+        raise UserError(f"This bot has no LoRAs for the {model} model.")
+    valid = f"The LoRAs for {model} are: {', '.join(choices)} (see /loras)."
+    if len(asked) > catalogue.max_loras:
+        raise UserError(
+            f"At most {catalogue.max_loras} LoRA{'s' if catalogue.max_loras > 1 else ''} "
+            f"per video; you gave {len(asked)}."
+        )
+    low, high = catalogue.lora_min_scale, catalogue.lora_max_scale
+    chosen: list[tuple[str, float]] = []
+    for name, scale in asked:
+        lora = catalogue.lora(name)
+        if lora is None:
+            raise UserError(f"There is no LoRA called {name!r}. {valid}")
+        if not lora.for_model(model):
+            raise UserError(
+                f"The LoRA {name!r} is for the {' and '.join(lora.models)} model, not {model}: "
+                f"choose the {lora.models[0]} model or another LoRA. {valid}"
+            )
+        if any(name == other for other, _ in chosen):
+            raise UserError(f"The LoRA {name!r} is given twice; give it once, with one scale.")
+        scale = lora.scale if scale is None else scale
+        if not low <= scale <= high:
+            raise UserError(
+                f"The scale of the LoRA {name!r} must be between {low:g} and {high:g}, "
+                f"not {scale:g}; e.g. {name}:{lora.scale:g}."
+            )
+        chosen.append((lora.name, float(scale)))
+    return tuple(chosen)
 
 
 def new_seed(rng: random.Random | None = None) -> int:

@@ -23,6 +23,7 @@ from bot.requests import (
     AnimateOptions,
     UserError,
     build_params,
+    check_loras,
     clean_prompt,
     new_seed,
 )
@@ -51,7 +52,31 @@ class Requester:
 PLATFORMS = ("telegram", "discord", "web")
 
 # Discord shows options as fields of the slash command, not as --flags in the text.
-DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model …]"
+DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model lora …]"
+
+
+def loras_text(settings: Settings, platform: str) -> str:
+    """/loras: the catalogue, each LoRA with its models, default scale and description."""
+    model = settings.model
+    if not model.loras or model.max_loras == 0:
+        return "This bot has no LoRAs (styles) to choose from."
+    lines = [f"🎨 LoRAs (styles), up to {model.max_loras} per video:"]
+    for lora in model.loras:
+        line = f"• {lora.name} ({', '.join(lora.models)}; scale {lora.scale:g})"
+        if lora.description:
+            line += f" — {lora.description}"
+        lines.append(line)
+    example = model.loras[0]
+    use = (
+        f"--lora {example.name} or --lora {example.name}:{example.scale:g}"
+        if platform == "telegram"
+        else f"lora:{example.name} or lora:{example.name}:{example.scale:g}"
+    )
+    lines.append(
+        f"Use: {use} (scale {model.lora_min_scale:g} to {model.lora_max_scale:g}); "
+        "several: a,b:0.5."
+    )
+    return "\n".join(lines)
 
 
 def help_text(settings: Settings, platform: str) -> str:
@@ -73,6 +98,11 @@ def help_text(settings: Settings, platform: str) -> str:
         f"  {flag}steps    1 to {gen.max_steps} (default {gen.steps}); more is slower and finer",
         f"  {flag}guidance 1 to 32 (default {gen.guidance:g})",
         f"  {flag}model    framepack (default) or f1",
+        *(
+            [f"  {flag}lora     name[:scale], a style of /loras (up to {settings.model.max_loras})"]
+            if settings.model.loras and settings.model.max_loras
+            else []
+        ),
         *(["  end_image a picture to end on (framepack only)"] if not flag else []),
         *(
             [
@@ -87,7 +117,8 @@ def help_text(settings: Settings, platform: str) -> str:
         "A finished video's buttons: ⏩ Extend (more of it), 🎨 Remix (edit the prompt)"
         + (", or reply /extend [prompt] [--seconds S] to it." if flag else "."),
         "",
-        "/queue — what is waiting · /status — your jobs · /cancel [job] — stop one",
+        "/queue — what is waiting · /status — your jobs · /cancel [job] — stop one"
+        + (" · /loras — the styles" if settings.model.loras else ""),
     ]
     if settings.model.preset == "tiny":
         lines.append("Note: this bot runs the test model; its videos are random noise.")
@@ -154,7 +185,9 @@ class BotService:
     ) -> Job:
         """Validate and queue one `/animate`; raise `UserError` with the reason."""
         gen = self.settings.generation
-        params = build_params(options, gen, has_end_image=end_image is not None)
+        params = build_params(
+            options, gen, has_end_image=end_image is not None, catalogue=self.settings.model
+        )
         _, removed = clean_prompt(options.prompt)
         if removed:  # said in the job's message
             origin = {**(origin or {}), "prompt_cleaned": removed}
@@ -261,6 +294,8 @@ class BotService:
             raise UserError(
                 "The picture of that job is gone (old files are removed). Please send it again."
             )
+        # the same LoRAs, if the catalogue still has them for its model
+        check_loras(tuple(old.params.loras), old.params.model, self.settings.model)
         params = dataclasses.replace(old.params, seed=new_seed())
         job = await self._enqueue(
             who,
@@ -310,9 +345,11 @@ class BotService:
             steps=old.params.steps,
             guidance=old.params.guidance,
             model=old.params.model,
+            loras=tuple(old.params.loras),
         )
         params = dataclasses.replace(
-            build_params(options, self.settings.generation), extend_of=old.id
+            build_params(options, self.settings.generation, catalogue=self.settings.model),
+            extend_of=old.id,
         )
         job = await self._enqueue(
             who,
@@ -355,9 +392,13 @@ class BotService:
             steps=p.steps if options.steps is None else options.steps,
             guidance=p.guidance if options.guidance is None else options.guidance,
             model=p.model if options.model is None else options.model,
+            loras=tuple(p.loras) if options.loras is None else options.loras,
         )
         params = build_params(
-            merged, self.settings.generation, has_end_image=old.end_image_path is not None
+            merged,
+            self.settings.generation,
+            has_end_image=old.end_image_path is not None,
+            catalogue=self.settings.model,
         )
         params = dataclasses.replace(params, extend_of=p.extend_of)
         job = await self._enqueue(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import random
 import shutil
 import sys
@@ -51,6 +52,8 @@ def _open_picture(path: Path, what: str) -> Image.Image:
 def main(args: argparse.Namespace) -> int:
     from framepack.engine.continuation import VideoSource
     from framepack.engine.params import GenerationParams, check_params
+    from framepack.engine.prompts import add_triggers
+    from framepack.models.lora import LoraUnavailable
     from framepack.models.presets import get_preset
 
     try:
@@ -78,6 +81,15 @@ def main(args: argparse.Namespace) -> int:
         resolution=args.resolution or generation.resolution or preset.resolution,
     )
     try:
+        loras = _loras(args.lora, model)
+        prompt = params.prompt
+        for _, _, triggers in loras.values():
+            prompt = add_triggers(prompt, triggers)
+        params = dataclasses.replace(
+            params,
+            prompt=prompt,
+            loras=tuple((name, scale) for name, (_, scale, _) in loras.items()),
+        )
         check_params(params, preset=preset.name, has_end_image=args.end_image is not None)
         source = image = None
         if is_video_input(args.image):
@@ -95,8 +107,17 @@ def main(args: argparse.Namespace) -> int:
     workdir = output.with_name(f".{output.name}.work")
     try:
         video = _render(
-            model, params, image, end_image, workdir, source=source, frames_dir=args.frames
+            model,
+            params,
+            image,
+            end_image,
+            workdir,
+            source=source,
+            frames_dir=args.frames,
+            loras={name: path for name, (path, _, _) in loras.items()},
         )
+    except LoraUnavailable as exc:
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; run the same command with --seed {seed} to resume from {workdir}",
@@ -113,6 +134,50 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loras(specs: list[str], model: ModelSettings) -> dict[str, tuple[Path, float, str]]:
+    """`--lora NAME[:SCALE]` values as name -> (file, scale, trigger words): a name of the
+    catalogue (for the preset's model; a Hub file is fetched), or a path to a file."""
+    from framepack.models.lora import LoraError
+    from framepack.worker.engines import lora_path
+
+    chosen: dict[str, tuple[Path, float, str]] = {}
+    for spec in specs:
+        text, colon, scale_text = spec.rpartition(":")
+        if not colon or not _is_number(scale_text):
+            text, scale_text = spec, ""
+        lora = model.lora(text)
+        if lora is not None:
+            if model.preset != "tiny" and not lora.for_model(model.preset):
+                raise ValueError(
+                    f"--lora {text}: it is for the {' and '.join(lora.models)} model, "
+                    f"not {model.preset}"
+                )
+            try:
+                path = lora_path(lora, model.cache_dir, download=True)
+            except LoraError as exc:
+                raise ValueError(f"--lora {text}: {exc}") from None
+            name, default, triggers = lora.name, lora.scale, lora.triggers
+        elif Path(text).expanduser().is_file():
+            path = Path(text).expanduser()
+            name, default, triggers = path.stem, 1.0, ""
+        else:
+            known = ", ".join(lora.name for lora in model.loras) or "none in the config"
+            raise ValueError(
+                f"--lora {text}: no such LoRA in the catalogue ({known}) and no such file"
+            )
+        if name in chosen:
+            raise ValueError(f"--lora {text}: given twice")
+        chosen[name] = (path, float(scale_text) if scale_text else default, triggers)
+    return chosen
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _render(
     model: ModelSettings,
     params: GenerationParams,
@@ -122,6 +187,7 @@ def _render(
     *,
     source: VideoSource | None = None,
     frames_dir: Path | None = None,
+    loras: dict[str, Path] | None = None,
 ) -> Path:
     """Run the engine with a progress bar; the finished video's path. With `frames_dir`,
     every frame is also written there as a PNG, from the engine's uint8 frames (before
@@ -138,7 +204,9 @@ def _render(
         write_png_frames(frames, frames_dir)
 
     print(f"loading the {model.preset} model ...", file=sys.stderr)
-    engine = FramePackEngine(load_components(model), device=model.device, memory=model.memory)
+    engine = FramePackEngine(
+        load_components(model), device=model.device, memory=model.memory, loras=loras
+    )
     bar = None
     events = engine.generate(
         params,

@@ -47,6 +47,14 @@ def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
         help="model preset (default: config)",
     )
     parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA of the config's catalogue by name, or a .safetensors file (any of the "
+        "three namings); repeat for several; scale default: the catalogue's, or 1",
+    )
+    parser.add_argument(
         "--end-image", type=Path, default=None, help="last frame (framepack model only)"
     )
     parser.add_argument(

@@ -202,6 +202,78 @@ def _cached(repo: str, subfolder: str | None, cache_dir: str | None) -> bool:
     return False
 
 
+def check_loras(settings: Settings) -> list[Finding]:
+    """Each catalogue LoRA: its file is there (a Hub one in the cache: nothing is
+    downloaded), it reads as a LoRA in one of the namings, and every module it adapts is
+    one of its model's transformer with its sizes. One line each."""
+    loras = settings.model.loras
+    if not loras:
+        return []
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("peft") is None:
+        return [
+            Finding(
+                "warn",
+                f"{len(loras)} LoRA(s) not checked: the worker's packages are not installed",
+                "pip install 'framepack-bot[worker]'",
+            )
+        ]
+    from framepack.models.lora import LoraError, check_against, convert_lora, read_lora_file
+    from framepack.worker.engines import lora_path
+
+    transformer = _transformer_skeleton(settings.model.preset)
+    findings = []
+    for lora in loras:
+        where = f"{lora.hub[0]}/{lora.hub[1]}" if lora.hub else str(lora.path)
+        try:
+            path = lora_path(lora, settings.model.cache_dir, download=False)
+        except LoraError as exc:
+            fix = (
+                "the worker downloads it at its start; or fetch it now with "
+                f"`huggingface-cli download {lora.hub[0]} {lora.hub[1]}`"
+                if lora.hub
+                else "put the file there, or fix source under [[model.loras]]"
+            )
+            findings.append(Finding("warn", f"LoRA {lora.name}: {exc}", fix))
+            continue
+        try:
+            converted, naming = convert_lora(read_lora_file(path))
+            check_against(converted, transformer)
+        except LoraError as exc:
+            findings.append(
+                Finding(
+                    "warn",
+                    f"LoRA {lora.name} ({where}): {exc}",
+                    "its jobs fail until it is replaced by a FramePack/HunyuanVideo LoRA "
+                    "or taken out of [[model.loras]]",
+                )
+            )
+            continue
+        findings.append(
+            Finding(
+                "ok",
+                f"LoRA {lora.name}: {naming} naming, {len(converted) // 2} modules matched "
+                f"({', '.join(lora.models)}; {where})",
+            )
+        )
+    return findings
+
+
+def _transformer_skeleton(preset: str) -> object:
+    """The transformer's modules with their sizes, without weights: the tiny one, or the
+    published FramePack architecture on the meta device (F1 has the same shapes)."""
+    if preset == "tiny":
+        from framepack.models.tiny import build_tiny_components
+
+        return build_tiny_components().transformer
+    import torch
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    from framepack.models.configs import TRANSFORMER
+
+    with torch.device("meta"):
+        return HunyuanVideoFramepackTransformer3DModel(**TRANSFORMER)
+
+
 def check_tokens(settings: Settings) -> list[Finding]:
     findings = []
     for name, section in (("telegram", settings.telegram), ("discord", settings.discord)):
@@ -242,6 +314,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         check_ffmpeg(),
         *check_storage(settings),
         *check_models(settings),
+        *check_loras(settings),
         *check_tokens(settings),
     ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -92,6 +93,30 @@ MODEL_COMPONENTS = (
 )
 
 
+LORA_MODELS = ("framepack", "f1")
+_LORA_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """One LoRA of the host's catalogue (`[[model.loras]]`): members pick it by name."""
+
+    name: str = _spec("", help="what members type: lowercase letters, digits, - and _")
+    # a local file (relative to the config file) or a Hub file "owner/repo/path.safetensors"
+    source: str = _spec("", help="a .safetensors file, local or owner/repo/file on the Hub")
+    scale: float = _spec(1.0, help="the scale when a member gives none")
+    triggers: str = _spec("", help="words added to the prompt when it is used")
+    models: list[str] = _spec(list(LORA_MODELS), help="the models it was trained for")
+    description: str = _spec("", help="one line shown by /loras")
+    # computed: the local file (resolved against the config's folder), or the Hub's
+    # (repo, file); exactly one is set
+    path: Path | None = field(default=None, metadata={"computed": True})
+    hub: tuple[str, str] | None = field(default=None, metadata={"computed": True})
+
+    def for_model(self, model: str) -> bool:
+        return model in self.models
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     preset: str = _spec("framepack", choices=("framepack", "f1", "tiny"))
@@ -100,6 +125,18 @@ class ModelSettings:
     cache_dir: str = _spec("", help="Hugging Face cache folder; empty: its default")
     # component name -> Hub repo id or local folder, overriding the preset's
     sources: dict[str, str] = _spec({})
+    # The LoRA catalogue, curated by the host; members pick by name per job
+    loras: list[LoraSettings] = _spec([])
+    max_loras: int = _spec(2, min=0, max=8, help="LoRAs a member may combine in one job")
+    lora_min_scale: float = _spec(0.0, min=-4.0, max=4.0, help="least scale a member may ask")
+    lora_max_scale: float = _spec(2.0, min=-4.0, max=4.0, help="greatest scale a member may ask")
+
+    def lora(self, name: str) -> LoraSettings | None:
+        """The catalogue's LoRA called `name` (case-insensitive), if any."""
+        return next((lora for lora in self.loras if lora.name == name.lower()), None)
+
+    def loras_for(self, model: str) -> list[LoraSettings]:
+        return [lora for lora in self.loras if lora.for_model(model)]
 
 
 @dataclass(frozen=True)
@@ -275,6 +312,10 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     elif tp is Path:
         if isinstance(value, str) and value:
             return Path(value)
+    elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, dict):
+            return _build_section(key, tp, value)
+        raise ConfigError(f"{key}: expected a table, got {value!r}")
     elif origin is list:
         if isinstance(value, list):
             return [_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value)]
@@ -358,6 +399,7 @@ def parse_settings(
             f"model.sources.{sorted(unknown)[0]}: unknown component; "
             f"valid: {', '.join(MODEL_COMPONENTS)}"
         )
+    model = dataclasses.replace(settings.model, loras=_check_loras(settings.model, base))
     gen = settings.generation
     if gen.seconds > gen.max_seconds:
         raise ConfigError(
@@ -392,8 +434,62 @@ def parse_settings(
         password=_read_secret("web", web.password_env, web.password_file, base, "password_file"),
     )
     return dataclasses.replace(
-        settings, storage=storage, telegram=telegram, discord=discord, web=web
+        settings, storage=storage, model=model, telegram=telegram, discord=discord, web=web
     )
+
+
+def _check_loras(model: ModelSettings, base: Path) -> list[LoraSettings]:
+    """The catalogue checked (names unique and typeable, scales in range, models known),
+    each source resolved: a local file, or a Hub repo's file."""
+    if model.lora_min_scale > model.lora_max_scale:
+        raise ConfigError(
+            f"model.lora_min_scale: {model.lora_min_scale:g} is above model.lora_max_scale "
+            f"{model.lora_max_scale:g}"
+        )
+    checked: list[LoraSettings] = []
+    for i, lora in enumerate(model.loras):
+        key = f"model.loras[{i}]"
+        if not _LORA_NAME.match(lora.name):
+            raise ConfigError(
+                f"{key}.name: {lora.name!r} is not a name members can type; use 1-32 "
+                'lowercase letters, digits, - and _ (e.g. "ghibli")'
+            )
+        if any(other.name == lora.name for other in checked):
+            raise ConfigError(f"{key}.name: {lora.name!r} is in the catalogue twice")
+        if not lora.source:
+            raise ConfigError(
+                f"{key}.source: missing; a .safetensors file (relative to the config file) "
+                "or a Hub file owner/repo/file.safetensors"
+            )
+        if not model.lora_min_scale <= lora.scale <= model.lora_max_scale:
+            raise ConfigError(
+                f"{key}.scale: {lora.scale:g} is outside model.lora_min_scale "
+                f"{model.lora_min_scale:g} .. model.lora_max_scale {model.lora_max_scale:g}"
+            )
+        unknown = [m for m in lora.models if m not in LORA_MODELS]
+        if unknown or not lora.models:
+            raise ConfigError(
+                f"{key}.models: {unknown[0] if unknown else '[]'!r} is not a model; "
+                f"valid: {', '.join(LORA_MODELS)} (one or both)"
+            )
+        checked.append(dataclasses.replace(lora, **_lora_location(lora.source, base)))
+    return checked
+
+
+def _lora_location(source: str, base: Path) -> dict[str, Any]:
+    """A local path (absolute, ./ or ../, ~, an existing file, or fewer than three parts),
+    else the Hub: the first two parts are the repo, the rest the file in it."""
+    expanded = Path(source).expanduser()
+    local = expanded if expanded.is_absolute() else base / expanded
+    parts = source.split("/")
+    if (
+        source.startswith(("/", "./", "../", "~"))
+        or len(parts) < 3
+        or local.exists()
+        or "" in parts
+    ):
+        return {"path": local, "hub": None}
+    return {"path": None, "hub": ("/".join(parts[:2]), "/".join(parts[2:]))}
 
 
 def _bot_api_url(key: str, value: str, path: str) -> str:

@@ -13,6 +13,17 @@ from storage.records import JobParams, QueuePosition, Timing, sections_for
 # at 640 takes 1.5-2.5 s per step); estimates improve after the first job.
 DEFAULT_STEP_SECONDS = 2.0
 RECENT_TIMINGS = 20  # the median of this many recent jobs is the step time
+# Each unfused LoRA adapter adds its low-rank products to every layer it adapts: a job
+# with n of them is timed (1 + n x this) x the base model's step. The timings table
+# keeps base-model step times (a LoRA job's divided by its factor), so both kinds of
+# job teach the same median.
+LORA_STEP_SHARE = 0.08
+
+
+def lora_factor(loras: int) -> float:
+    """How much slower a step is with `loras` adapters on than with none."""
+    return 1.0 + LORA_STEP_SHARE * loras
+
 
 # What an estimate needs of a waiting job, read out of its parameters by SQLite.
 ESTIMATE_COLUMNS = ", ".join(
@@ -21,6 +32,7 @@ ESTIMATE_COLUMNS = ", ".join(
         f"COALESCE(json_extract(j.params, '$.{name}'), {getattr(JobParams, name)!r})"
         for name in ("model", "seconds", "steps")
     ]
+    + ["COALESCE(json_array_length(j.params, '$.loras'), 0)"]
 )
 
 
@@ -40,7 +52,8 @@ class Positions(Lifecycle):
 
     def estimate_duration(self, params: JobParams) -> float:
         """Seconds of rendering this job will likely take, from recent timings."""
-        return params.sections() * params.steps * self.step_seconds(params.model)
+        base = params.sections() * params.steps * self.step_seconds(params.model)
+        return base * lora_factor(len(params.loras))
 
     def positions(self, until: int | None = None) -> dict[int, QueuePosition]:
         """The position and estimated start of every waiting job, in one pass.
@@ -60,10 +73,10 @@ class Positions(Lifecycle):
         free_at = sorted(busy.values()) or [0.0]
         per_step: dict[str, float] = {}  # one timings query per model, not per job
         out: dict[int, QueuePosition] = {}
-        for index, (job_id, model, seconds, steps, *_) in enumerate(rows):  # then rank, served
+        for index, (job_id, model, seconds, steps, loras, *_) in enumerate(rows):  # then rank…
             if model not in per_step:
                 per_step[model] = self.step_seconds(model)
-            duration = sections_for(seconds) * steps * per_step[model]
+            duration = sections_for(seconds) * steps * per_step[model] * lora_factor(loras)
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             if until is None or job_id == until:

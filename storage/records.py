@@ -79,6 +79,8 @@ class JobParams:
     # The finished job whose video this one continues ("extend"); `seconds` are then the
     # new part's, and the video delivered is the whole clip.
     extend_of: int | None = None
+    # LoRAs of the host's catalogue, (name, scale), in the order asked; () renders the base
+    loras: tuple[tuple[str, float], ...] = ()
 
     def sections(self) -> int:
         return sections_for(self.seconds)
@@ -90,6 +92,8 @@ class JobParams:
     def from_json(cls, text: str) -> JobParams:
         data = json.loads(text)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "loras" in known:  # JSON has lists only
+            known["loras"] = tuple((str(name), float(scale)) for name, scale in known["loras"])
         return cls(**known)
 
 

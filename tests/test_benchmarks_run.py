@@ -74,3 +74,13 @@ def test_the_web_benchmark_judges_its_targets() -> None:
     assert "a queued job on 2 open pages" in out, out
     assert "rerun: python benchmarks/web.py --waiting 10 --users 5 --done 20 --pages 2" in out
     assert proc.returncode in (0, 1)  # at this size a verdict is printed, not earned
+
+
+@pytest.mark.slow
+def test_the_engine_benchmark_times_a_lora_switch_next_to_a_section() -> None:
+    proc = run("engine.py", "--lora", "--seconds", "1", "--steps", "1", "--repeats", "1")
+    out = proc.stdout
+    assert "switch adapters between two jobs:" in out, out + proc.stderr
+    assert "one section with a LoRA:" in out and "target: switch <= 1% of a section:" in out
+    assert "rerun: python benchmarks/engine.py --lora --seconds 1 --steps 1 --repeats 1" in out
+    assert proc.returncode == (1 if "MISSED" in out else 0)

@@ -28,6 +28,7 @@ async def test_commands_appear_in_the_allowed_guild_only(scene: Scene) -> None:
     fake = scene.discord
     assert set(fake.commands(scene.guild)) == {
         "animate", "queue", "status", "help", "cancel", "pause", "resume", "ban", "unban", "limit",
+        "loras",
     }  # fmt: skip
     assert fake.commands() == {}, "nothing global: guild commands appear at once"
     animate = fake.commands(scene.guild)["animate"]

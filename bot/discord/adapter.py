@@ -36,7 +36,7 @@ from bot.discord.render import MIN_UPLOAD_LIMIT
 from bot.formatting import format_bytes
 from bot.progress import Action, JobView
 from bot.requests import AnimateOptions, UserError
-from bot.service import ADMIN_HELP, BotService, Requester, help_text
+from bot.service import ADMIN_HELP, BotService, Requester, help_text, loras_text
 from storage.records import Job
 
 log = logging.getLogger("framepack_bot.discord")
@@ -278,6 +278,9 @@ class DiscordAdapter:
 
     async def status(self, interaction: discord.Interaction) -> None:
         await answer(interaction, await self.service.status_text(self.requester(interaction)))
+
+    async def loras(self, interaction: discord.Interaction) -> None:
+        await answer(interaction, loras_text(self.service.settings, PLATFORM))
 
     async def help(self, interaction: discord.Interaction) -> None:
         text = help_text(self.service.settings, PLATFORM)

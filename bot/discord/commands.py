@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from bot.requests import SEED_MAX, AnimateOptions
+from bot.discord.client import answer
+from bot.requests import SEED_MAX, AnimateOptions, UserError, build_params, parse_lora_specs
+from storage.config import ModelSettings
 
 if TYPE_CHECKING:
     from bot.discord.adapter import DiscordAdapter
@@ -22,7 +24,8 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
     """The slash commands, with the bounds of the config in their schema (the Discord
     client then refuses out-of-range values before they are sent; the service checks
     again, so a value that slips through gets the same answer as on Telegram)."""
-    gen = adapter.service.settings.generation
+    settings = adapter.service.settings
+    gen = settings.generation
     max_prompt = min(gen.max_prompt_chars, 6000)
 
     @app_commands.command(name="animate", description="Turn a picture into a video")
@@ -35,6 +38,7 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         guidance=f"how closely to follow the prompt (default {gen.guidance:g})",
         model="framepack (default) or f1",
         end_image="a picture the video should end on (framepack only)",
+        lora="a style of /loras, name or name:scale (several: a,b:0.5)",
     )
     async def animate(
         interaction: discord.Interaction,
@@ -46,9 +50,29 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         guidance: app_commands.Range[float, 1.0, 32.0] | None = None,
         model: Literal["framepack", "f1"] | None = None,
         end_image: discord.Attachment | None = None,
+        lora: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
-        options = AnimateOptions(prompt, seconds, seed, steps, guidance, model)
+        try:  # refused at once, before the pictures are fetched
+            loras = tuple(parse_lora_specs(lora)) if lora else None
+            options = AnimateOptions(prompt, seconds, seed, steps, guidance, model, loras=loras)
+            build_params(
+                options, gen, has_end_image=end_image is not None, catalogue=settings.model
+            )
+        except UserError as refused:
+            await answer(interaction, refused.message)
+            return
         await adapter.animate(interaction, image, options, end_image)
+
+    @animate.autocomplete("lora")
+    async def lora_autocomplete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        model = getattr(interaction.namespace, "model", None) or "framepack"
+        return lora_choices(settings.model, current, model)
+
+    @app_commands.command(name="loras", description="The styles (LoRAs) to add with lora:")
+    async def loras(interaction: discord.Interaction) -> None:
+        await adapter.loras(interaction)
 
     @app_commands.command(name="queue", description="What is rendering and waiting")
     async def queue(interaction: discord.Interaction) -> None:
@@ -100,4 +124,20 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
     ) -> None:
         await adapter.admin(interaction, "set_limits", str(user.id), waiting, seconds_per_day)
 
-    return [animate, queue, status, help_, cancel, pause, resume, ban, unban, limit]
+    return [animate, queue, status, help_, cancel, pause, resume, ban, unban, limit, loras]
+
+
+def lora_choices(catalogue: ModelSettings, current: str, model: str) -> list[app_commands.Choice]:
+    """The catalogue's LoRAs for `model` that complete what is typed: the last of a
+    comma-separated list (the ones before kept as typed), by name or description."""
+    done, comma, last = current.rpartition(",")
+    prefix = done + comma
+    typed = last.strip().partition(":")[0].lower()
+    choices = []
+    for lora in catalogue.loras_for(model):
+        if typed in lora.name or typed in lora.description.lower():
+            label = f"{lora.name} (scale {lora.scale:g})"
+            if lora.description:
+                label += f" — {lora.description}"
+            choices.append(app_commands.Choice(name=label[:100], value=(prefix + lora.name)[:100]))
+    return choices[:25]  # Discord shows 25 at most

@@ -38,7 +38,7 @@ from bot.requests import (
     parse_limit_args,
     split_command,
 )
-from bot.service import ADMIN_HELP, BotService, Requester, help_text
+from bot.service import ADMIN_HELP, BotService, Requester, help_text, loras_text
 from bot.telegram.albums import Albums
 from bot.telegram.messages import PLATFORM, JobMessages, reply_to, upload_limit
 from bot.telegram.network import TELEGRAM_API, bot_api_requests
@@ -64,6 +64,7 @@ COMMANDS = [
     BotCommand("animate", "animate a picture: send it with /animate <prompt> as its caption"),
     BotCommand("extend", "continue a video: reply /extend [prompt] [--seconds S] to it"),
     BotCommand("queue", "what is waiting"),
+    BotCommand("loras", "the styles (LoRAs) to add with --lora name[:scale]"),
     BotCommand("status", "your jobs"),
     BotCommand("cancel", "stop your job (or /cancel <job>)"),
     BotCommand("help", "how to use the bot"),
@@ -155,6 +156,7 @@ class TelegramAdapter:
             MessageHandler(PICTURES & filters.CaptionRegex(ANIMATE_CAPTION), self.on_animate)
         )
         app.add_handler(CommandHandler("queue", self.on_queue))
+        app.add_handler(CommandHandler("loras", self.on_loras))
         app.add_handler(CommandHandler("status", self.on_status))
         app.add_handler(CommandHandler("cancel", self.on_cancel))
         app.add_handler(CommandHandler("pause", self.on_pause))
@@ -233,7 +235,12 @@ class TelegramAdapter:
         options = parse_animate_text(parsed[2])
         picture, end = await self._pictures_of(message, options)
         # refuse bad options before downloading
-        build_params(options, self.settings.generation, has_end_image=end is not None)
+        build_params(
+            options,
+            self.settings.generation,
+            has_end_image=end is not None,
+            catalogue=self.settings.model,
+        )
         data = await self._download(picture)
         end_image = await self._download(end) if end is not None else None
         async with self.guard.posting() as token:
@@ -365,6 +372,10 @@ class TelegramAdapter:
     async def on_queue(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/queue: what is rendering and waiting."""
         await self._reply(update, await self.service.queue_text(self._who(update)))
+
+    async def on_loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/loras: the styles of the catalogue, with their descriptions."""
+        await self._reply(update, loras_text(self.settings, PLATFORM))
 
     async def on_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/status: the requester's latest jobs."""

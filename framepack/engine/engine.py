@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,6 +77,7 @@ from framepack.engine.schedule import section_tokens
 from framepack.engine.solvers import make_solver
 from framepack.models.components import Components
 from framepack.models.fp32_output import apply_fp32_output
+from framepack.models.lora import LoadedLora, LoraConfig, LoraError, apply_loras, attach_loras
 from framepack.models.memory import (
     WeightBytes,
     apply_memory_mode,
@@ -118,8 +119,15 @@ class FramePackEngine:
     """Renders jobs on one set of components, loaded and placed once for many jobs."""
 
     def __init__(
-        self, components: Components, *, device: torch.device | str = "cpu", memory: str = "auto"
+        self,
+        components: Components,
+        *,
+        device: torch.device | str = "cpu",
+        memory: str = "auto",
+        loras: Mapping[str, Path | LoraError] | None = None,
     ) -> None:
+        """`loras`: the LoRA files (name -> file, or why it could not be fetched) that jobs
+        may switch on; each is attached once, here."""
         self.components = components
         self.device = resolve_device(device)
         self.memory_mode = choose_memory_mode(
@@ -130,6 +138,8 @@ class FramePackEngine:
         )
         # Before the memory mode: group offloading keeps copies of the weights it places.
         apply_fp32_output(components.transformer)
+        # Before the memory mode too: its hooks then place the adapters' weights as well.
+        self.loras: dict[str, LoadedLora] = attach_loras(components.transformer, loras or {})
         apply_memory_mode(components, self.memory_mode, self.device)
         log.info(
             "engine: %s model on %s, memory mode %s",
@@ -160,6 +170,7 @@ class FramePackEngine:
         check_params(params, preset=self.components.preset, has_end_image=end_image is not None)
         if image is None and source is None:
             raise ValueError("a job needs a picture or a video to start from")
+        self.use_loras(params)  # raises LoraUnavailable before anything runs
         return self._run(params, image, end_image, source, Path(workdir), should_cancel, on_frames)
 
     @torch.no_grad()
@@ -174,6 +185,7 @@ class FramePackEngine:
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> Iterator[EngineEvent]:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.use_loras(params)  # this job's adapters, whatever ran since `generate`
         job = self.prepare(params, image, end_image, source=source)
         # The seed's generator draws the section noises and nothing else (as the demo).
         generator = torch.Generator("cpu").manual_seed(params.seed)
@@ -282,6 +294,11 @@ class FramePackEngine:
         )
         return denoise_section(denoiser, solver, noise, should_cancel=should_cancel)
 
+    def use_loras(self, params: GenerationParams) -> None:
+        """Switch the transformer's adapters to those of `params` (none: the base model).
+        Raises `LoraUnavailable` for one that is not attached."""
+        apply_loras(self.components.transformer, LoraConfig(params.loras), self.loras)
+
     @torch.no_grad()
     def prepare(
         self,
@@ -342,6 +359,8 @@ class FramePackEngine:
         for rgb in (start_rgb, end_rgb):
             fingerprint.update(b"-" if rgb is None else rgb.tobytes())
         fingerprint.update(b"-" if continuation is None else continuation.key)
+        for name, _ in params.loras:  # a LoRA file replaced under its name is another job
+            fingerprint.update(self.loras[name].digest.encode() if name in self.loras else b"?")
 
         return PreparedJob(
             params=params,
@@ -466,6 +485,8 @@ class FramePackEngine:
         }
         if params.cfg > 1:
             metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
+        if params.loras:
+            metadata["loras"] = ", ".join(f"{name} {scale:g}" for name, scale in params.loras)
         if continuation is not None:
             metadata["continues"] = f"{len(continuation.frames) / params.fps:.2f} s of video"
         return metadata

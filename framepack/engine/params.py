@@ -37,6 +37,8 @@ class GenerationParams:
     latent_window: int = LATENT_WINDOW  # latent frames sampled per section (4 frames each)
     fps: int = 30
     crf: int = 16  # H.264 quality of the MP4s (1-51, lower is better)
+    # LoRA adapters attached to the engine, (name, scale), in order; () renders the base
+    loras: tuple[tuple[str, float], ...] = ()
 
     def sections(self) -> int:
         """Number of sections, as the demo computes it from the requested seconds (at 30
@@ -106,6 +108,16 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
             f"crf must be between 1 and 51, not {params.crf} "
             "(0, lossless, plays as a black video in many players)"
         )
+    for lora in params.loras:
+        if (
+            len(lora) != 2
+            or not isinstance(lora[0], str)
+            or not isinstance(lora[1], int | float)
+            or not math.isfinite(lora[1])
+        ):
+            raise ValueError(f"a LoRA is a (name, finite scale) pair, not {lora!r}")
+    if len({name for name, _ in params.loras}) != len(params.loras):
+        raise ValueError("a LoRA is given twice")
     if has_end_image and params.sampler != "inverted":
         raise ValueError(
             "an end image needs the inverted sampler (the framepack model): "

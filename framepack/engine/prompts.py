@@ -42,6 +42,16 @@ def parse_prompt(prompt: str) -> list[TimedPrompt]:
     return timed
 
 
+def add_triggers(prompt: str, triggers: str) -> str:
+    """`prompt` with a LoRA's trigger words after it (after each timed prompt's text)."""
+    triggers = triggers.strip()
+    if not triggers:
+        return prompt
+    if not _LOOKS_TIMED.search(prompt):
+        return f"{prompt.strip()}, {triggers}"
+    return _TIMED.sub(lambda m: f"[{m[1]}s: {m[2]}, {triggers}]", prompt)
+
+
 def prompt_at(timed: list[TimedPrompt], seconds: float) -> str:
     """The prompt in force at `seconds` (the first one before any prompt starts)."""
     current = timed[0].text

@@ -21,8 +21,10 @@ from PIL import Image, ImageOps
 from framepack.engine.continuation import VideoSource
 from framepack.engine.events import EngineEvent
 from framepack.engine.params import GenerationParams
+from framepack.engine.prompts import add_triggers
 from framepack.models.components import Components
-from storage.config import ModelSettings, Settings
+from framepack.models.lora import LoraError
+from storage.config import LoraSettings, ModelSettings, Settings
 from storage.files import DataDir, is_video_input
 from storage.records import Job
 
@@ -69,9 +71,46 @@ def engine_factory(
         components = load_components(
             dataclasses.replace(model, preset=preset), on_download=on_download
         )
-        return FramePackEngine(components, device=model.device, memory=memory)
+        loras = lora_files(model, preset)
+        return FramePackEngine(components, device=model.device, memory=memory, loras=loras)
 
     return build
+
+
+def lora_files(model: ModelSettings, preset: str) -> dict[str, Path | LoraError]:
+    """The catalogue's LoRAs for `preset`'s model (the tiny preset serves both), each as
+    its local file, fetched from the Hub first where it is one, or why it cannot be had."""
+    files: dict[str, Path | LoraError] = {}
+    for lora in model.loras:
+        if preset == "tiny" or lora.for_model(preset):
+            try:
+                files[lora.name] = lora_path(lora, model.cache_dir, download=True)
+            except LoraError as exc:
+                files[lora.name] = exc
+    return files
+
+
+def lora_path(lora: LoraSettings, cache_dir: str, *, download: bool) -> Path:
+    """The local file of a catalogue LoRA: its path, or its Hub file in the Hugging Face
+    cache (fetched when `download`). `LoraError` says why there is none."""
+    if lora.hub is None:
+        assert lora.path is not None
+        if not lora.path.is_file():
+            raise LoraError(f"no such file {lora.path}")
+        return lora.path
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    repo, filename = lora.hub
+    cache = cache_dir or None
+    cached = try_to_load_from_cache(repo, filename, cache_dir=cache)
+    if isinstance(cached, str):
+        return Path(cached)
+    if not download:
+        raise LoraError(f"{repo}/{filename} is not in the Hugging Face cache yet")
+    try:
+        return Path(hf_hub_download(repo, filename, cache_dir=cache))
+    except Exception as exc:
+        raise LoraError(f"cannot fetch {repo}/{filename} from the Hub: {exc}") from None
 
 
 def generation_params(job: Job, settings: Settings) -> GenerationParams:
@@ -80,8 +119,13 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
     p, defaults = job.params, settings.generation
     if p.model not in SAMPLER_OF_MODEL:
         raise ValueError(f"unknown model {p.model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}")
+    prompt = p.prompt
+    for name, _ in p.loras:  # a LoRA no longer in the catalogue fails in the engine
+        lora = settings.model.lora(name)
+        if lora is not None:
+            prompt = add_triggers(prompt, lora.triggers)
     return GenerationParams(
-        prompt=p.prompt,
+        prompt=prompt,
         seconds=p.seconds,
         seed=p.seed,
         steps=p.steps,
@@ -93,6 +137,7 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         sampler=SAMPLER_OF_MODEL[p.model],  # type: ignore[arg-type]
         scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
         resolution=settings.resolution,
+        loras=tuple(p.loras),
     )
 
 

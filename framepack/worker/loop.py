@@ -48,6 +48,7 @@ from framepack.worker.render import EngineStalled, JobFailed, Renderer
 from framepack.worker.status import WorkerStatus, gpu_gauges
 from storage.config import Settings
 from storage.files import DataDir, DiskFull, is_disk_full
+from storage.positions import lora_factor
 from storage.records import Job, JobStatus, Timing, WorkerState
 from storage.store import JobLost, JobStore, QueueLimits
 
@@ -273,8 +274,11 @@ class Worker:
                         sections=times.sections,
                         render_seconds=render_seconds,
                         # per step with its share of decoding and encoding, so
-                        # that sections x steps x this estimates a whole job
-                        step_seconds=render_seconds / times.steps_run,
+                        # that sections x steps x this estimates a whole job (of
+                        # the base model: a LoRA job's time divided by its factor)
+                        step_seconds=render_seconds
+                        / times.steps_run
+                        / lora_factor(len(job.params.loras)),
                         finished_at=time.time(),
                     )
                 )

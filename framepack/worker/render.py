@@ -17,6 +17,7 @@ from PIL import UnidentifiedImageError
 
 from framepack.engine.continuation import SourceUnreadable, VideoSource
 from framepack.engine.events import Done, EngineEvent
+from framepack.models.lora import LoraUnavailable
 from framepack.worker.engines import (
     EngineLike,
     EngineSlot,
@@ -116,6 +117,9 @@ class Renderer:
                 source=source,
                 should_cancel=lease.should_cancel,
             )
+        except LoraUnavailable as exc:
+            log.warning("job %d: %s", job.id, exc)
+            raise JobFailed(_LORA_MESSAGE.format(name=exc.name)) from None
         except ValueError as exc:  # the engine checks every setting before it starts
             raise JobFailed(f"These settings cannot be rendered: {exc}") from None
         writer = JobEventWriter(
@@ -200,6 +204,11 @@ async def _within_stall_limit(pending: asyncio.Future[_T], seconds: float) -> _T
 _GONE_MESSAGE = (
     "The video of job #{job} is gone (old files are removed), so it cannot be extended. "
     "Send it as a video with /animate to continue it."
+)
+_LORA_MESSAGE = (
+    "The style (LoRA) {name} could not be loaded on the GPU worker (its file is missing, "
+    "damaged or made for another model), so this video was not made. The host can see why "
+    "with `framepack-bot doctor`. Try again without it, or pick another from /loras."
 )
 _OOM_MESSAGE = (
     "The GPU ran out of memory while rendering this video, even after a retry with less "

@@ -38,6 +38,7 @@ from tests.fakes.discord_gateway import GatewayHub
 from tests.fakes.discord_rest import FakeDiscordRest, Fault, RateRule
 from tests.fakes.discord_state import (
     APPLICATION_COMMAND,
+    APPLICATION_COMMAND_AUTOCOMPLETE,
     MESSAGE_COMPONENT,
     MIB,
     MODAL_SUBMIT,
@@ -351,6 +352,32 @@ class DiscordHarness:
         if scope is not None:
             data["guild_id"] = str(scope)
         return await self._dispatch(APPLICATION_COMMAND, user, channel, data, command, None, wait)
+
+    async def autocomplete(
+        self,
+        user: FakeUser,
+        channel: FakeChannel,
+        command: str,
+        focused: str,
+        typed: str,
+        /,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Type `typed` into the option `focused` of `/command` (the other `options` filled
+        in already) and return the choices the bot offers, as Discord's client asks."""
+        scope, spec = self.world.find_command(command, channel)
+        if not any(o.get("name") == focused and o.get("autocomplete") for o in spec["options"]):
+            raise HarnessError(f"/{command} has no option {focused!r} with autocomplete")
+        options_payload, _ = self._options(spec, [], options, channel, False)
+        options_payload.append({"name": focused, "type": 3, "value": typed, "focused": True})
+        data: dict[str, Any] = {"id": spec["id"], "name": command, "type": 1}
+        data["options"] = options_payload
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        record = await self._dispatch(
+            APPLICATION_COMMAND_AUTOCOMPLETE, user, channel, data, command, None, True
+        )
+        return record.autocomplete_choices or []
 
     async def press(
         self, user: FakeUser, message: FakeMessage, custom_id: str, *, wait: bool = True

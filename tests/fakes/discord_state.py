@@ -29,6 +29,7 @@ LOADING = 1 << 7  # message flag: the "Bot is thinking..." placeholder of a defe
 # Interaction types (Discord's numbers)
 APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3
+APPLICATION_COMMAND_AUTOCOMPLETE = 4
 MODAL_SUBMIT = 5
 
 # Interaction callback types
