@@ -38,6 +38,13 @@ import torch
 from PIL import Image, ImageOps
 
 from framepack.engine.buckets import find_nearest_bucket, resize_and_center_crop
+from framepack.engine.caches import (
+    BlockPasses,
+    apply_step_cache,
+    cache_threshold,
+    remove_step_cache,
+    reset_step_cache,
+)
 from framepack.engine.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -131,6 +138,8 @@ class FramePackEngine:
         # Before the memory mode: group offloading keeps copies of the weights it places.
         apply_fp32_output(components.transformer)
         apply_memory_mode(components, self.memory_mode, self.device)
+        # Inside every step cache's hooks (they come per job, after it): the passes computed.
+        self.block_passes = BlockPasses.attach(components.transformer)
         log.info(
             "engine: %s model on %s, memory mode %s",
             components.preset,
@@ -186,10 +195,26 @@ class FramePackEngine:
 
         video = workdir / VIDEO_NAME
         videos = SectionVideos(fps=params.fps, crf=params.crf, metadata=job.metadata)
+        apply_step_cache(  # for this job's sections; reset as each one starts
+            self.components.transformer,
+            params.cache,
+            threshold=params.cache_threshold,
+            family=self.components.preset,
+            height=job.height,
+            width=job.width,
+            steps=params.steps,
+        )
         try:
             for spec in job.specs[done:]:
+                passes = self.block_passes.count
                 latents = yield from self._sample(
                     job, spec, history.context(spec, end_latent), generator, videos, should_cancel
+                )
+                log.info(
+                    "section %d: the block stack computed %d passes (cache %s)",
+                    spec.index,
+                    self.block_passes.count - passes,
+                    params.cache,
                 )
                 history.add(latents, spec)
                 frames.add(self._pixels(history, spec, job))
@@ -211,6 +236,7 @@ class FramePackEngine:
                     partial = replace(section, video=workdir / partial_video_name(spec.index))
                     videos.start_partial(so_far, partial)
         finally:
+            remove_step_cache(self.components.transformer)
             videos.close()
 
         result = self._video_so_far(job, frames, final=True)
@@ -267,6 +293,7 @@ class FramePackEngine:
         `generate` runs per section, and what a shape-only run on the meta device runs.
         """
         noise = self._noise(job, generator)
+        reset_step_cache(self.components.transformer)  # each section starts its cache afresh
         denoiser = Denoiser(
             self.components.transformer,
             context,
@@ -466,6 +493,10 @@ class FramePackEngine:
         }
         if params.cfg > 1:
             metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
+        if params.cache != "off":
+            metadata["cache"] = (
+                f"{params.cache} {cache_threshold(params.cache, params.cache_threshold):g}"
+            )
         if continuation is not None:
             metadata["continues"] = f"{len(continuation.frames) / params.fps:.2f} s of video"
         return metadata
