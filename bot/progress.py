@@ -139,9 +139,15 @@ class JobView:
         return replace(self, details=(*self.details, *extra))
 
 
-def _facts(job: Job) -> str:
+def _facts(job: Job, used_cache: object = None) -> str:
+    """Seed, length, steps, model, and the step cache when there is one (the job's, or
+    for a job that left it to the host, the one its done event says it ran with)."""
     p = job.params
-    return f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+    facts = f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+    cache = p.cache if p.cache is not None else used_cache
+    if isinstance(cache, str) and cache.split(" ")[0] not in ("", "off"):
+        facts += f" · {cache.split(' ')[0]}"
+    return facts
 
 
 CANCEL = Button("✖ Cancel", "cancel")
@@ -262,7 +268,7 @@ def _running(job: Job, progress: JobProgress) -> JobView:
 
 
 def _done(job: Job, progress: JobProgress) -> JobView:
-    details = [_facts(job)]
+    details = [_facts(job, progress.done.get("cache"))]
     render_s = progress.done.get("render_seconds")
     waited = (job.started_at or job.queued_at) - job.queued_at
     timing = []

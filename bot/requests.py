@@ -17,12 +17,14 @@ from storage.config import GenerationSettings
 from storage.records import JobParams
 
 MODELS = ("framepack", "f1")
+CACHES = ("off", "teacache", "magcache")  # framepack.engine.caches
 JOB_ID_DIGITS = 18  # a job number longer than this is nobody's (SQLite's ids are 64-bit)
 SEED_MAX = 2**31 - 1
-OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "end")
+OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "cache", "end")
 FLAGS = ("end",)  # options without a value
 USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
+    " [--cache off|teacache|magcache]"
 )
 
 LIMIT_USAGE = "Usage: /limit <user id> <jobs waiting> <seconds a day>, or /limit <user id> default"
@@ -49,6 +51,7 @@ class AnimateOptions:
     steps: int | None = None
     guidance: float | None = None
     model: str | None = None
+    cache: str | None = None
     # Telegram: this message's picture is the end image, the one it replies to the start
     end: bool = False
 
@@ -126,6 +129,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         steps=_number(values, "steps", int),
         guidance=_number(values, "guidance", float),
         model=values.get("model"),
+        cache=values.get("cache"),
         end="end" in values,
     )
 
@@ -150,7 +154,14 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def _example(name: str) -> str:
-    examples = {"seconds": "5", "seed": "42", "steps": "25", "guidance": "10", "model": "f1"}
+    examples = {
+        "seconds": "5",
+        "seed": "42",
+        "steps": "25",
+        "guidance": "10",
+        "model": "f1",
+        "cache": "off",
+    }
     return examples.get(name, "")
 
 
@@ -202,13 +213,33 @@ def build_params(
         raise UserError(f"--model must be framepack or f1, not {options.model!r}.")
     if has_end_image and model != "framepack":
         raise UserError("An end image works with --model framepack only (F1 renders forwards).")
+    cache = (options.cache or settings.cache).lower()
+    if cache not in CACHES:
+        raise UserError(
+            f"--cache must be off, teacache or magcache, not {options.cache!r} "
+            "(off: every step computed, slower and exact)."
+        )
     seed = options.seed
     if seed is None:
         seed = (rng or _SEEDS).randint(0, SEED_MAX)
     if not 0 <= seed <= SEED_MAX:
         raise UserError(f"--seed must be between 0 and {SEED_MAX}, not {seed}.")
     return JobParams(
-        prompt=prompt, seconds=seconds, seed=seed, steps=steps, guidance=guidance, model=model
+        prompt=prompt,
+        seconds=seconds,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        cache=cache,
+        cache_threshold=cache_threshold(cache, settings),
+    )
+
+
+def cache_threshold(cache: str, settings: GenerationSettings) -> float | None:
+    """The host's threshold of `cache` (None for off)."""
+    return {"teacache": settings.teacache_threshold, "magcache": settings.magcache_threshold}.get(
+        cache
     )
 
 

@@ -51,7 +51,7 @@ class Requester:
 PLATFORMS = ("telegram", "discord", "web")
 
 # Discord shows options as fields of the slash command, not as --flags in the text.
-DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model …]"
+DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model cache …]"
 
 
 def help_text(settings: Settings, platform: str) -> str:
@@ -73,6 +73,8 @@ def help_text(settings: Settings, platform: str) -> str:
         f"  {flag}steps    1 to {gen.max_steps} (default {gen.steps}); more is slower and finer",
         f"  {flag}guidance 1 to 32 (default {gen.guidance:g})",
         f"  {flag}model    framepack (default) or f1",
+        f"  {flag}cache    off, teacache or magcache (default {gen.cache}): skips steps, about "
+        "2x faster, not lossless (hands and fingers first); off is exact",
         *(["  end_image a picture to end on (framepack only)"] if not flag else []),
         *(
             [
@@ -310,6 +312,7 @@ class BotService:
             steps=old.params.steps,
             guidance=old.params.guidance,
             model=old.params.model,
+            cache=old.params.cache,
         )
         params = dataclasses.replace(
             build_params(options, self.settings.generation), extend_of=old.id
@@ -355,6 +358,7 @@ class BotService:
             steps=p.steps if options.steps is None else options.steps,
             guidance=p.guidance if options.guidance is None else options.guidance,
             model=p.model if options.model is None else options.model,
+            cache=p.cache if options.cache is None else options.cache,
         )
         params = build_params(
             merged, self.settings.generation, has_end_image=old.end_image_path is not None

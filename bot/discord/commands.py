@@ -34,6 +34,7 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         steps=f"more is slower and finer (default {gen.steps})",
         guidance=f"how closely to follow the prompt (default {gen.guidance:g})",
         model="framepack (default) or f1",
+        cache=f"skip steps, ~2x faster, not lossless; off is exact (default {gen.cache})",
         end_image="a picture the video should end on (framepack only)",
     )
     async def animate(
@@ -45,9 +46,10 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         steps: app_commands.Range[int, 1, gen.max_steps] | None = None,
         guidance: app_commands.Range[float, 1.0, 32.0] | None = None,
         model: Literal["framepack", "f1"] | None = None,
+        cache: Literal["off", "teacache", "magcache"] | None = None,
         end_image: discord.Attachment | None = None,
     ) -> None:
-        options = AnimateOptions(prompt, seconds, seed, steps, guidance, model)
+        options = AnimateOptions(prompt, seconds, seed, steps, guidance, model, cache)
         await adapter.animate(interaction, image, options, end_image)
 
     @app_commands.command(name="queue", description="What is rendering and waiting")

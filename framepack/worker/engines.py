@@ -76,10 +76,16 @@ def engine_factory(
 
 def generation_params(job: Job, settings: Settings) -> GenerationParams:
     """The engine's settings for a job: the user's options, the host's scheduler and buckets,
-    and the host's real-CFG defaults where the job sets none."""
+    and the host's real-CFG and step-cache defaults where the job sets none."""
     p, defaults = job.params, settings.generation
     if p.model not in SAMPLER_OF_MODEL:
         raise ValueError(f"unknown model {p.model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}")
+    cache = p.cache if p.cache is not None else defaults.cache
+    threshold = p.cache_threshold
+    if threshold is None and cache != "off":
+        threshold = (
+            defaults.teacache_threshold if cache == "teacache" else defaults.magcache_threshold
+        )
     return GenerationParams(
         prompt=p.prompt,
         seconds=p.seconds,
@@ -93,6 +99,8 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         sampler=SAMPLER_OF_MODEL[p.model],  # type: ignore[arg-type]
         scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
         resolution=settings.resolution,
+        cache=cache,  # type: ignore[arg-type]
+        cache_threshold=threshold,
     )
 
 

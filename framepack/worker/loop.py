@@ -249,6 +249,7 @@ class Worker:
             "steps": job.params.steps,
             "sections": times.sections,
             "attempts": job.attempts,
+            "cache": done.metadata.get("cache", "off"),  # and its threshold: "magcache 0.1"
             **describe_model(engine),
         }
         if files.too_large:
@@ -276,6 +277,7 @@ class Worker:
                         # that sections x steps x this estimates a whole job
                         step_seconds=render_seconds / times.steps_run,
                         finished_at=time.time(),
+                        cache=done.metadata.get("cache", "off").split()[0],
                     )
                 )
         except JobLost:
