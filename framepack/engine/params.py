@@ -111,6 +111,11 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
             f"the cache threshold must be a number above 0, not {threshold!r} "
             "(cache off computes every step)"
         )
+    if params.cache == "magcache" and threshold is not None and threshold >= 1:
+        raise ValueError(
+            f"MagCache's threshold must be below 1, not {threshold} (from 1 on it could skip "
+            "a section's last step)"
+        )
     allowed = allowed_samplers(preset)
     if params.sampler in SAMPLERS and params.sampler not in allowed:
         raise ValueError(

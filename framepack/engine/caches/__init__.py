@@ -60,11 +60,16 @@ def apply_step_cache(
 
         apply_teacache(transformer, TeaCacheConfig(rel_l1_thresh=value))
     elif cache == "magcache":
-        from diffusers.hooks.mag_cache import MagCacheConfig, apply_mag_cache
+        from diffusers.hooks.mag_cache import MagCacheConfig, apply_mag_cache, nearest_interp
 
         from framepack.engine.caches.mag_ratios import mag_ratios
 
-        ratios = mag_ratios(family, height=height, width=width, steps=steps)
+        table = torch.tensor(mag_ratios(family, height=height, width=width, steps=steps))
+        ratios = nearest_interp(table, steps).tolist()
+        # A ratio of 0 at the last step: its error is 1 or more, above any threshold
+        # (< 1), so the last step computes, as TeaCache's does (the first ones are
+        # MagCache's retention steps).
+        ratios[-1] = 0.0
         apply_mag_cache(
             transformer,
             MagCacheConfig(

@@ -10,9 +10,9 @@ diffusers' MagCache does (nearest). `framepack-bot calibrate-cache` records a
 table of one's own.
 
 The tiny preset's random weights have no ratios worth calibrating: it gets a flat
-table (every ratio 1, so MagCache skips as often as `max_skip_steps` allows) whose
-last ratio is 0, so the last step computes as the real tables' ~0.78 make it:
-what its tests and benchmark measure is the plumbing, not the quality.
+table (every ratio 1, so MagCache skips as often as `max_skip_steps` allows):
+what its tests and benchmark measure is the plumbing, not the quality. Whatever
+the table, the engine computes a section's last step (`framepack.engine.caches`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def mag_ratios(family: str, *, height: int, width: int, steps: int) -> tuple[flo
     tiny preset) gets the flat one."""
     groups = MAG_RATIOS.get(family)
     if groups is None:
-        return (1.0,) * (steps - 1) + (0.0,)
+        return (1.0,) * steps
     size = (height + width) / 2
     by_steps = groups[min(groups, key=lambda r: abs(r - size))]
     return by_steps[min(by_steps, key=lambda s: abs(s - steps))]
