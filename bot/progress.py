@@ -139,14 +139,14 @@ class JobView:
         return replace(self, details=(*self.details, *extra))
 
 
-def _facts(job: Job, used_cache: object = None) -> str:
-    """Seed, length, steps, model, and the step cache when there is one (the job's, or
-    for a job that left it to the host, the one its done event says it ran with)."""
+def _facts(job: Job, used_cache: str | None = None) -> str:
+    """Seed, length, steps, model, and the step cache when one is on: the job's, or for a
+    job that left it to the host, the one its done event says it ran with ("magcache 0.1")."""
     p = job.params
     facts = f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
-    cache = p.cache if p.cache is not None else used_cache
-    if isinstance(cache, str) and cache.split(" ")[0] not in ("", "off"):
-        facts += f" · {cache.split(' ')[0]}"
+    cache = (p.cache if p.cache is not None else str(used_cache or "")).partition(" ")[0]
+    if cache not in ("", "off"):
+        facts += f" · {cache}"
     return facts
 
 

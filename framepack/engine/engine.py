@@ -12,7 +12,8 @@ equal the diffusers pipeline's (tests/test_engine_parity.py).
 A job's life in `generate`: check the settings; crop the picture to its bucket;
 encode the prompts and the picture; resume from the checkpoint in `workdir` if
 it belongs to this job (re-decoding the finished sections, which is exact and
-cheap next to sampling them); then per section: denoise (a `Step` per step),
+cheap next to sampling them); attach the job's step cache, if any
+(`framepack.engine.caches`); then per section: reset the cache, denoise (a `Step` per step),
 add the latents to the history, decode the new frames and blend them in, save
 the checkpoint, and write the video so far while the next section samples
 (`Section`, once written); finally `Done`.
