@@ -9,7 +9,8 @@
 - with real CFG each branch keeps its own state;
 - a cached job resumed from its checkpoint ends with the frames of an
   uninterrupted cached job;
-- the block-stack passes are counted by a hook on the last block, and printed.
+- the block-stack passes are counted by a hook on the last block, and printed;
+- the caches over the low memory mode's offloaded layers: tests/test_memory.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 from framepack.engine.caches import CACHES, BlockPasses, apply_step_cache, remove_step_cache
 from framepack.engine.caches.mag_ratios import mag_ratios
 from framepack.engine.caches.teacache import TeaCacheConfig, teacache_states
-from framepack.engine.engine import FramePackEngine
 from framepack.engine.events import Step
 from framepack.engine.params import GenerationParams, check_params
 from tests.demo_reference import demo_frames
@@ -232,43 +232,3 @@ def test_mag_ratio_tables() -> None:
     assert len(ratios) == 25 and ratios[0] == 1.0 and ratios[1] == 1.30469  # 640 group
     assert len(mag_ratios("f1", height=512, width=512, steps=40)) == 50  # nearest step count
     assert mag_ratios("tiny", height=128, width=128, steps=6) == (1.0,) * 6
-
-
-def test_caches_work_with_group_offloaded_layers(tmp_path: Path) -> None:
-    """The low memory mode's layout (diffusers' leaf-level group offloading, here from the
-    CPU to the CPU, without streams) under the block-level cache hooks: same frames; and
-    TeaCache's first pass of a section runs norm1 once, as an uncached pass does (the
-    streamed low mode records its prefetch order from the first pass)."""
-    from diffusers.hooks import apply_group_offloading
-
-    from framepack.models.tiny import build_tiny_components
-
-    components = build_tiny_components()
-    apply_group_offloading(
-        components.transformer,
-        onload_device=torch.device("cpu"),
-        offload_device=torch.device("cpu"),
-        offload_type="leaf_level",
-    )
-    offloaded = FramePackEngine(components, device="cpu")
-    norm1_calls = []
-    components.transformer.transformer_blocks[0].norm1.register_forward_pre_hook(
-        lambda *_: norm1_calls.append(1)
-    )
-    for cache in ("teacache", "magcache"):
-        params = replace(CACHED, seconds=1.0, cache=cache, cache_threshold=0.3)
-        norm1_calls.clear()
-        first_pass: list[int] = []
-
-        def note_first_pass(event, seen: list[int] = first_pass) -> bool:
-            if isinstance(event, Step) and not seen:
-                seen.append(len(norm1_calls))
-            return False
-
-        run_job(
-            tmp_path / cache / "offloaded", params, engine=offloaded, cancel_when=note_first_pass
-        )
-        assert first_pass == [1]
-        plain = run_job(tmp_path / cache / "plain", params)
-        again = run_job(tmp_path / cache / "offloaded2", params, engine=offloaded)
-        assert np.array_equal(again.frames, plain.frames), cache
