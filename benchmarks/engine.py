@@ -22,6 +22,12 @@ over every block linear layer, written as files in the original naming) attached
 then the time to switch adapters between two jobs (`set_adapters` to the other LoRA,
 and off for a job without) next to one section's time with and without a LoRA on.
 Target: a switch takes <= 1 % of a section.
+Step caches, in the same run: the engine (unipc) with each cache (off is "engine
+unipc"), their block-stack passes per section (counted on the last block) and
+best wall time against off. Judged: each cache's wall <= off's, and MagCache's
+passes <= 0.6 of off's (its schedule follows the ratio table: on the tiny
+preset, a flat one). TeaCache's skips depend on the weights: its pass count on
+random weights is printed, not judged.
 
 --full: the full-size model on a GPU, per memory mode: runs benchmarks/gpu.py.
 """
@@ -183,7 +189,11 @@ class Target:
 TARGETS = (
     Target("engine (unipc) / (pipeline + mp4), best wall", "engine unipc", "pipeline + mp4", 1.05),
     Target("engine unipc / engine euler, best wall", "engine unipc", "engine euler", 1.05),
+    Target("engine teacache / engine off, best wall", "engine teacache", "engine unipc", 1.0),
+    Target("engine magcache / engine off, best wall", "engine magcache", "engine unipc", 1.0),
 )
+CACHE_JOBS = {"off": "engine unipc", "teacache": "engine teacache", "magcache": "engine magcache"}
+MAGCACHE_PASSES = Target("magcache / off block-stack passes", "magcache", "off", 0.6)
 
 
 # --- tiny preset on the CPU --------------------------------------------------------------
@@ -205,8 +215,20 @@ def tiny(args: argparse.Namespace) -> int:
     render_with_engine(engine, warm, image)
     render_with_pipeline(pipe, components, warm, image, write_mp4=True)
 
+    passes: dict[str, int] = {}  # block-stack passes of a job, per cache
+
+    def cached(cache: str) -> Callable[[], object]:
+        job = replace(params, cache=cache)
+
+        def run() -> None:
+            before = engine.block_passes.count
+            render_with_engine(engine, job, image)
+            passes[cache] = engine.block_passes.count - before
+
+        return run
+
     jobs: dict[str, Callable[[], object]] = {
-        "engine unipc": lambda: render_with_engine(engine, params, image),
+        "engine unipc": cached("off"),
         "engine euler": lambda: render_with_engine(engine, euler, image),
         "pipeline + mp4": lambda: render_with_pipeline(
             pipe, components, euler, image, write_mp4=True
@@ -214,6 +236,8 @@ def tiny(args: argparse.Namespace) -> int:
         "pipeline alone": lambda: render_with_pipeline(
             pipe, components, euler, image, write_mp4=False
         ),
+        "engine teacache": cached("teacache"),
+        "engine magcache": cached("magcache"),
     }
     runs: dict[str, list[Measure]] = {name: [] for name in jobs}
     for _ in range(args.repeats):
@@ -243,7 +267,15 @@ def tiny(args: argparse.Namespace) -> int:
             f"median wall {median[numerator] / median[base]:.3f}, "
             f"median cpu {cpu[numerator] / cpu[base]:.3f}"
         )
+    sections = params.sections()
+    print(f"step caches (engine unipc, default thresholds), {params.steps} steps a section:")
+    for cache, name in CACHE_JOBS.items():
+        print(
+            f"  {cache:9} block-stack passes per section {passes[cache] / sections:6.2f}, "
+            f"best wall {best[name]:.2f} s, {best['engine unipc'] / best[name]:.2f}x off"
+        )
     verdicts = [target.verdict(best) for target in TARGETS]
+    verdicts.append(MAGCACHE_PASSES.verdict({c: float(n) for c, n in passes.items()}))
     for _met, line in verdicts:
         print(line)
     print("rerun: python benchmarks/engine.py " + " ".join(sys.argv[1:]))

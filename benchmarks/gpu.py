@@ -1,6 +1,7 @@
 """The full-size model on one GPU, per memory mode, in minutes.
 
     python benchmarks/gpu.py [--steps 8] [--modes high,low,offload,pipeline]
+                             [--caches off,teacache,magcache] [--cache-modes high]
                              [--results gpu_benchmark.jsonl] [--budget 470]
     python benchmarks/gpu.py --dry-run    # the same code path on the CPU, tiny model
 
@@ -20,6 +21,12 @@ for warm-up), the job's seconds, peak `torch.cuda.max_memory_allocated`, the pea
 of device memory in use by `mem_get_info` above what was in use before the
 process started (so the CUDA context and the allocator's cache count, as they
 do on a 6 GB card), and the process's peak host RSS.
+
+Step caches: in each of `--cache-modes` (default high), after the uncached job the
+same job with each of `--caches`, on the same engine: its s/step and block-stack
+passes, printed under the mode's row as "+teacache" and so on (kept in the row's
+"caches"). MagCache's skips follow FramePack-Studio's ratio table, so its s/step
+on random weights is what the real model gets; TeaCache's depend on the weights.
 
 Targets (one H100-class GPU): high <= 1.2 s/step at the 640 bucket; low <= 6 GiB
 by mem_get_info. Each is printed met/MISSED; the exit status is 1 when a judged
@@ -152,22 +159,41 @@ def build(mode: str, device: torch.device, dry_run: bool) -> Any:
 
 
 def run_engine(
-    components: Any, mode: str, device: torch.device, steps: int, resolution: int
-) -> list[float]:
+    components: Any,
+    mode: str,
+    device: torch.device,
+    steps: int,
+    resolution: int,
+    caches: tuple[str, ...] = ("off",),
+) -> dict[str, tuple[list[float], int]]:
+    """Per cache, in order, on one engine: the stamps of the job's steps and the block
+    stack's passes."""
     from framepack.engine.engine import FramePackEngine
     from framepack.engine.events import Step
     from framepack.engine.params import GenerationParams
 
     engine = FramePackEngine(components, device=device, memory=mode)
-    params = GenerationParams(prompt=PROMPT, seconds=1.0, steps=steps, resolution=resolution)
-    stamps = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for event in engine.generate(params, sample_picture(HEIGHT, WIDTH), workdir=Path(workdir)):
-            if isinstance(event, Step):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                stamps.append(time.perf_counter())
-    return stamps
+    out: dict[str, tuple[list[float], int]] = {}
+    for cache in caches:
+        params = GenerationParams(
+            prompt=PROMPT, seconds=1.0, steps=steps, resolution=resolution, cache=cache
+        )
+        stamps = []
+        before = engine.block_passes.count
+        with tempfile.TemporaryDirectory() as workdir:
+            picture = sample_picture(HEIGHT, WIDTH)
+            for event in engine.generate(params, picture, workdir=Path(workdir)):
+                if isinstance(event, Step):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    stamps.append(time.perf_counter())
+        out[cache] = (stamps, engine.block_passes.count - before)
+    return out
+
+
+def per_step(stamps: list[float]) -> float | None:
+    """Seconds per step between the first and the last step (the first pays for warm-up)."""
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
 
 
 def run_pipeline(components: Any, device: torch.device, steps: int, resolution: int) -> list[float]:
@@ -196,7 +222,15 @@ def run_pipeline(components: Any, device: torch.device, steps: int, resolution: 
     return stamps
 
 
-def measure(mode: str, *, steps: int, dry_run: bool, baseline_used: int | None, fail: str) -> dict:
+def measure(
+    mode: str,
+    *,
+    steps: int,
+    dry_run: bool,
+    baseline_used: int | None,
+    fail: str,
+    caches: tuple[str, ...] = ("off",),
+) -> dict:
     device = torch.device("cpu" if dry_run else "cuda")
     resolution = 128 if dry_run else 640
     start = time.perf_counter()
@@ -207,18 +241,32 @@ def measure(mode: str, *, steps: int, dry_run: bool, baseline_used: int | None, 
     memory = DeviceMemory(device) if device.type == "cuda" else None
     if memory is not None:
         torch.cuda.reset_peak_memory_stats(device)
+    cached: dict[str, tuple[list[float], int]] = {}
     with memory if memory is not None else contextlib.nullcontext():
         if mode == "pipeline":
             stamps = run_pipeline(components, device, steps, resolution)
         else:
-            stamps = run_engine(components, mode, device, steps, resolution)
+            jobs = run_engine(
+                components,
+                mode,
+                device,
+                steps,
+                resolution,
+                ("off", *(c for c in caches if c != "off")),
+            )
+            stamps, _passes = jobs.pop("off")
+            cached = jobs
     done = time.perf_counter()
-    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     row: dict[str, Any] = {
-        "mode": mode, "status": "ok", "steps": len(stamps), "s_per_step": per_step,
+        "mode": mode, "status": "ok", "steps": len(stamps), "s_per_step": per_step(stamps),
         "job_s": done - built, "build_s": built - start, "peak_rss_gib": peak_rss_gib(),
         "peak_allocated_gib": None, "mem_delta_gib": None, "device": "cpu (dry run)",
     }  # fmt: skip
+    if cached:  # the uncached job's memory peaks above; these add their pace
+        row["caches"] = {
+            cache: {"s_per_step": per_step(s), "passes": passes}
+            for cache, (s, passes) in cached.items()
+        }
     if memory is not None:
         row["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         row["mem_delta_gib"] = (memory.peak_used - (baseline_used or 0)) / GIB
@@ -252,6 +300,7 @@ def run_mode(mode: str, args: argparse.Namespace, timeout: float) -> dict[str, A
     command += ["--dry-run"] if args.dry_run else []
     command += ["--baseline-used", str(baseline)] if baseline is not None else []
     command += ["--fail", args.fail] if args.fail else []
+    command += ["--caches", args.caches if mode in args.cache_modes.split(",") else "off"]
     started = time.perf_counter()
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -275,11 +324,20 @@ def describe(row: dict[str, Any]) -> str:
 
     if row["status"] != "ok":
         return f"{row['mode']:9} {row['status']}"
-    return (
+    line = (
         f"{row['mode']:9} {number('s_per_step', '.3f'):>8} {number('job_s', '.1f'):>8} "
         f"{number('peak_allocated_gib', '.2f'):>10} {number('mem_delta_gib', '.2f'):>10} "
         f"{number('peak_rss_gib', '.2f'):>9}"
     )
+    for cache, measured in row.get("caches", {}).items():
+        pace = measured["s_per_step"]
+        speedup = row["s_per_step"] / pace if pace and row.get("s_per_step") else None
+        line += (
+            f"\n  +{cache:8} {'-' if pace is None else format(pace, '.3f'):>7} s/step, "
+            f"{measured['passes']} of {row['steps']} block-stack passes"
+            + ("" if speedup is None else f", {speedup:.2f}x off")
+        )
+    return line
 
 
 HEADER = f"{'mode':9} {'s/step':>8} {'job s':>8} {'alloc GiB':>10} {'used GiB':>10} {'RSS GiB':>9}"
@@ -334,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiplies each mode's timeout"
     )
+    parser.add_argument(
+        "--caches", default="off,teacache,magcache", help="step caches timed after each job"
+    )
+    parser.add_argument(
+        "--cache-modes", default="high", help="the memory modes whose rows time the caches"
+    )
     parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a mode's process
     parser.add_argument("--baseline-used", type=int, default=None, help=argparse.SUPPRESS)
@@ -343,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_CUDA, file=sys.stderr)
         return 2
     if args.one:
+        caches = tuple(c for c in args.caches.split(",") if c)
         row = measure(
             args.one, steps=args.steps, dry_run=args.dry_run, baseline_used=args.baseline_used,
-            fail=args.fail,
+            fail=args.fail, caches=caches,
         )  # fmt: skip
         print(json.dumps(row))
         return 0

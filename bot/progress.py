@@ -139,11 +139,16 @@ class JobView:
         return replace(self, details=(*self.details, *extra))
 
 
-def _facts(job: Job) -> str:
+def _facts(job: Job, used_cache: str | None = None) -> str:
+    """Seed, length, steps, model, and the step cache when one is on: the job's, or for a
+    job that left it to the host, the one its done event says it ran with ("magcache 0.1")."""
     p = job.params
     facts = f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
     if p.loras:
         facts += " · LoRA " + ", ".join(f"{name} {scale:g}" for name, scale in p.loras)
+    cache = (p.cache if p.cache is not None else str(used_cache or "")).partition(" ")[0]
+    if cache not in ("", "off"):
+        facts += f" · {cache}"
     return facts
 
 
@@ -265,7 +270,7 @@ def _running(job: Job, progress: JobProgress) -> JobView:
 
 
 def _done(job: Job, progress: JobProgress) -> JobView:
-    details = [_facts(job)]
+    details = [_facts(job, progress.done.get("cache"))]
     render_s = progress.done.get("render_seconds")
     waited = (job.started_at or job.queued_at) - job.queued_at
     timing = []

@@ -17,14 +17,15 @@ from storage.config import GenerationSettings, ModelSettings
 from storage.records import JobParams
 
 MODELS = ("framepack", "f1")
+CACHES = ("off", "teacache", "magcache")  # framepack.engine.caches
 JOB_ID_DIGITS = 18  # a job number longer than this is nobody's (SQLite's ids are 64-bit)
 SEED_MAX = 2**31 - 1
-OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "end", "lora")
+OPTION_NAMES = ("seconds", "seed", "steps", "guidance", "model", "cache", "end", "lora")
 FLAGS = ("end",)  # options without a value
 REPEATABLE = ("lora",)  # one LoRA per --lora; several combine
 USAGE = (
     "/animate <prompt> [--seconds S] [--seed N] [--steps N] [--guidance G] [--model framepack|f1]"
-    " [--lora name[:scale]]"
+    " [--cache off|teacache|magcache] [--lora name[:scale]]"
 )
 
 LIMIT_USAGE = "Usage: /limit <user id> <jobs waiting> <seconds a day>, or /limit <user id> default"
@@ -51,6 +52,7 @@ class AnimateOptions:
     steps: int | None = None
     guidance: float | None = None
     model: str | None = None
+    cache: str | None = None
     # Telegram: this message's picture is the end image, the one it replies to the start
     end: bool = False
     # catalogue LoRAs as typed, (name, scale or None: its default); None: none asked
@@ -135,6 +137,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         steps=_number(values, "steps", int),
         guidance=_number(values, "guidance", float),
         model=values.get("model"),
+        cache=values.get("cache"),
         end="end" in values,
         loras=tuple(loras) if loras else None,
     )
@@ -190,6 +193,7 @@ def _example(name: str) -> str:
         "guidance": "10",
         "model": "f1",
         "lora": "name:0.8",
+        "cache": "off",
     }
     return examples.get(name, "")
 
@@ -243,6 +247,12 @@ def build_params(
         raise UserError(f"--model must be framepack or f1, not {options.model!r}.")
     if has_end_image and model != "framepack":
         raise UserError("An end image works with --model framepack only (F1 renders forwards).")
+    cache = (options.cache or settings.cache).lower()
+    if cache not in CACHES:
+        raise UserError(
+            f"--cache must be off, teacache or magcache, not {options.cache!r} "
+            "(off: every step computed, slower and exact)."
+        )
     seed = options.seed
     if seed is None:
         seed = (rng or _SEEDS).randint(0, SEED_MAX)
@@ -257,6 +267,15 @@ def build_params(
         guidance=guidance,
         model=model,
         loras=loras,
+        cache=cache,
+        cache_threshold=cache_threshold(cache, settings),
+    )
+
+
+def cache_threshold(cache: str, settings: GenerationSettings) -> float | None:
+    """The host's threshold of `cache` (None for off)."""
+    return {"teacache": settings.teacache_threshold, "magcache": settings.magcache_threshold}.get(
+        cache
     )
 
 

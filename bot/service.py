@@ -52,7 +52,9 @@ class Requester:
 PLATFORMS = ("telegram", "discord", "web")
 
 # Discord shows options as fields of the slash command, not as --flags in the text.
-DISCORD_USAGE = "/animate image:<picture> prompt:<text> [seconds seed steps guidance model lora …]"
+DISCORD_USAGE = (
+    "/animate image:<picture> prompt:<text> [seconds seed steps guidance model cache lora …]"
+)
 
 
 def loras_text(settings: Settings, platform: str) -> str:
@@ -103,6 +105,8 @@ def help_text(settings: Settings, platform: str) -> str:
             if settings.model.loras and settings.model.max_loras
             else []
         ),
+        f"  {flag}cache    off, teacache or magcache (default {gen.cache}): skips steps, about "
+        "2x faster, not lossless (hands and fingers first); off is exact",
         *(["  end_image a picture to end on (framepack only)"] if not flag else []),
         *(
             [
@@ -346,6 +350,7 @@ class BotService:
             guidance=old.params.guidance,
             model=old.params.model,
             loras=tuple(old.params.loras),
+            cache=old.params.cache,
         )
         params = dataclasses.replace(
             build_params(options, self.settings.generation, catalogue=self.settings.model),
@@ -393,6 +398,7 @@ class BotService:
             guidance=p.guidance if options.guidance is None else options.guidance,
             model=p.model if options.model is None else options.model,
             loras=tuple(p.loras) if options.loras is None else options.loras,
+            cache=p.cache if options.cache is None else options.cache,
         )
         params = build_params(
             merged,

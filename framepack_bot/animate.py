@@ -66,6 +66,12 @@ def main(args: argparse.Namespace) -> int:
     preset = get_preset(model.preset)
     generation = settings.generation
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    cache = args.cache or generation.cache
+    threshold = args.cache_threshold
+    if threshold is None and cache != "off":
+        threshold = (
+            generation.teacache_threshold if cache == "teacache" else generation.magcache_threshold
+        )
     params = GenerationParams(
         prompt=args.prompt,
         seconds=args.seconds if args.seconds is not None else generation.seconds,
@@ -79,6 +85,8 @@ def main(args: argparse.Namespace) -> int:
         sampler=preset.sampler,
         scheduler=args.scheduler or generation.scheduler,
         resolution=args.resolution or generation.resolution or preset.resolution,
+        cache=cache,  # type: ignore[arg-type]
+        cache_threshold=threshold,
     )
     try:
         loras = _loras(args.lora, model)

@@ -58,6 +58,19 @@ def add_animate_arguments(parser: argparse.ArgumentParser) -> None:
         "--end-image", type=Path, default=None, help="last frame (framepack model only)"
     )
     parser.add_argument(
+        "--cache",
+        choices=["off", "teacache", "magcache"],
+        default=None,
+        help="step cache: skips block-stack passes, about 2x faster, not lossless; "
+        "off renders every step (default: config, magcache)",
+    )
+    parser.add_argument(
+        "--cache-threshold",
+        type=float,
+        default=None,
+        help="the cache's threshold (default: config's teacache_threshold or magcache_threshold)",
+    )
+    parser.add_argument(
         "--scheduler",
         choices=["unipc", "euler"],
         default=None,

@@ -1,4 +1,4 @@
-"""The `framepack-bot` command line: run, worker, animate, doctor.
+"""The `framepack-bot` command line: run, worker, animate, doctor, calibrate-cache.
 
 Each subcommand imports its package only when it runs, so `framepack-bot doctor`
 and `framepack-bot run` (the bot process) never import torch.
@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     from framepack_bot.animate_args import add_animate_arguments
 
     add_animate_arguments(animate)
+
+    calibrate = sub.add_parser(
+        "calibrate-cache", help="record MagCache's ratios on the real model (needs a GPU)"
+    )
+    from framepack_bot.calibrate import add_calibrate_arguments
+
+    add_calibrate_arguments(calibrate)
     return parser
 
 
@@ -52,6 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framepack_bot.animate import main as animate_main
 
         return animate_main(args)
+    if args.command == "calibrate-cache":
+        from framepack_bot.commands import NO_WORKER_PACKAGES, has_worker_packages
+
+        if not has_worker_packages():
+            print(f"framepack-bot calibrate-cache: {NO_WORKER_PACKAGES}", file=sys.stderr)
+            return 1
+        from framepack_bot.calibrate import main as calibrate_main
+
+        return calibrate_main(args)
     if args.command == "doctor":
         from framepack_bot.doctor import main as doctor_main
 

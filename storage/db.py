@@ -18,7 +18,7 @@ BUSY_TIMEOUT_MS = 10_000
 AUTOCHECKPOINT_PAGES = 20_000  # about 80 MB of WAL
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The schema this code reads and writes: the number of the last migration file.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class SchemaTooNew(RuntimeError):

@@ -33,16 +33,28 @@ ESTIMATE_COLUMNS = ", ".join(
         for name in ("model", "seconds", "steps")
     ]
     + ["COALESCE(json_array_length(j.params, '$.loras'), 0)"]
+    + ["json_extract(j.params, '$.cache')"]
 )
 
 
 class Positions(Lifecycle):
-    def step_seconds(self, model: str) -> float:
-        """Median seconds per step of the model's recent jobs (any model's, else a default)."""
-        rows = self._all(
-            "SELECT step_seconds FROM timings WHERE model = ? ORDER BY finished_at DESC LIMIT ?",
-            (model, RECENT_TIMINGS),
-        )
+    def step_seconds(self, model: str, cache: str | None = None) -> float:
+        """Median seconds per step of the recent jobs of the model with this step cache; else
+        of the model with any cache (`cache` None: the host's default, unknown here); else of
+        any model; else a default."""
+        rows = []
+        if cache is not None:
+            rows = self._all(
+                "SELECT step_seconds FROM timings WHERE model = ? AND cache = ? "
+                "ORDER BY finished_at DESC LIMIT ?",
+                (model, cache, RECENT_TIMINGS),
+            )
+        if not rows:
+            rows = self._all(
+                "SELECT step_seconds FROM timings WHERE model = ? "
+                "ORDER BY finished_at DESC LIMIT ?",
+                (model, RECENT_TIMINGS),
+            )
         if not rows:
             rows = self._all(
                 "SELECT step_seconds FROM timings ORDER BY finished_at DESC LIMIT ?",
@@ -52,7 +64,7 @@ class Positions(Lifecycle):
 
     def estimate_duration(self, params: JobParams) -> float:
         """Seconds of rendering this job will likely take, from recent timings."""
-        base = params.sections() * params.steps * self.step_seconds(params.model)
+        base = params.sections() * params.steps * self.step_seconds(params.model, params.cache)
         return base * lora_factor(len(params.loras))
 
     def positions(self, until: int | None = None) -> dict[int, QueuePosition]:
@@ -71,12 +83,13 @@ class Positions(Lifecycle):
             left = max(0.0, self.estimate_duration(job.params) - (now - (job.started_at or now)))
             busy[job.worker_id] = max(busy.get(job.worker_id, 0.0), left)
         free_at = sorted(busy.values()) or [0.0]
-        per_step: dict[str, float] = {}  # one timings query per model, not per job
+        # one timings query per model and cache, not per job
+        per_step: dict[tuple[str, str | None], float] = {}
         out: dict[int, QueuePosition] = {}
-        for index, (job_id, model, seconds, steps, loras, *_) in enumerate(rows):  # then rank…
-            if model not in per_step:
-                per_step[model] = self.step_seconds(model)
-            duration = sections_for(seconds) * steps * per_step[model] * lora_factor(loras)
+        for index, (job_id, model, seconds, steps, loras, cache, *_) in enumerate(rows):
+            if (model, cache) not in per_step:  # the rest of the row: rank, served
+                per_step[model, cache] = self.step_seconds(model, cache)
+            duration = sections_for(seconds) * steps * per_step[model, cache] * lora_factor(loras)
             start = min(free_at)
             free_at[free_at.index(start)] = start + duration
             if until is None or job_id == until:
@@ -99,7 +112,7 @@ class Positions(Lifecycle):
     def record_timing(self, timing: Timing) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO timings (job_id, model, video_seconds, steps, sections, "
-            "render_seconds, step_seconds, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "render_seconds, step_seconds, finished_at, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 timing.job_id,
                 timing.model,
@@ -109,5 +122,6 @@ class Positions(Lifecycle):
                 timing.render_seconds,
                 timing.step_seconds,
                 timing.finished_at,
+                timing.cache,
             ),
         )

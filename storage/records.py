@@ -81,6 +81,10 @@ class JobParams:
     extend_of: int | None = None
     # LoRAs of the host's catalogue, (name, scale), in the order asked; () renders the base
     loras: tuple[tuple[str, float], ...] = ()
+    # The step cache (off | teacache | magcache) and its threshold, set by the bot when the
+    # job is queued; None: the host's [generation] default when it runs
+    cache: str | None = None
+    cache_threshold: float | None = None
 
     def sections(self) -> int:
         return sections_for(self.seconds)
@@ -173,6 +177,7 @@ class Timing:
     render_seconds: float  # first step to done, model loading excluded
     step_seconds: float  # mean seconds per step
     finished_at: float
+    cache: str = "off"  # the step cache it ran with: a cached step is timed apart
 
 
 class WorkerState(StrEnum):

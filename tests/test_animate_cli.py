@@ -50,6 +50,7 @@ def test_animate_renders_a_video_with_the_tiny_model(tmp_path: Path) -> None:
     assert info.frames == 73 and info.fps == 30
     assert (info.width, info.height) == (160, 96)  # 3:2 -> the 640 list's 768x512, scaled
     assert info.metadata["seed"] == "42" and info.metadata["model"] == "tiny"
+    assert info.metadata["cache"] == "magcache 0.1"  # the config's default step cache
     assert sorted(p.name for p in output.parent.iterdir()) == ["cat.mp4"]  # work folder removed
 
     # a video in place of the picture is continued: the output is it, then the new part
@@ -75,11 +76,12 @@ def test_animate_takes_real_cfg_and_writes_lossless_frames(tmp_path: Path) -> No
     result = animate(
         image, "--prompt", "a cat walks", "--model", "tiny", "--seconds", "1", "--steps", "2",
         "--seed", "42", "--cfg", "2", "--negative-prompt", "blurry", "--frames", frames,
-        "--output", output, cwd=tmp_path,
+        "--cache", "off", "--output", output, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert probe(output).metadata["cfg"] == "2"
     assert probe(output).metadata["negative_prompt"] == "blurry"
+    assert "cache" not in probe(output).metadata
     written = sorted(frames.iterdir())
     assert [p.name for p in written[:2]] == ["frame_00000.png", "frame_00001.png"]
     assert len(written) == 37
@@ -99,6 +101,8 @@ def test_animate_takes_real_cfg_and_writes_lossless_frames(tmp_path: Path) -> No
         (["--model", "f1", "--end-image", "IMAGE"], "end image needs the inverted sampler"),
         (["--model", "tiny", "--steps", "0"], "steps must be"),
         (["--model", "tiny", "--cfg", "0.5"], "cfg must be"),
+        (["--model", "tiny", "--cache-threshold", "0"], "cache threshold must be a number above 0"),
+        (["--model", "tiny", "--cache", "fast"], "invalid choice: 'fast'"),
         (["--model", "tiny", "--end-image", "missing.png"], "end image missing.png: no such file"),
     ],
 )

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from bot.requests import (
+    USAGE,
     AnimateOptions,
     UserError,
     build_params,
@@ -68,6 +69,10 @@ def test_parse_errors(text: str, message: str) -> None:
         (AnimateOptions(prompt="a", steps=51), "--steps must be between 1 and 50"),
         (AnimateOptions(prompt="a", guidance=40), "--guidance must be between 1 and 32"),
         (AnimateOptions(prompt="a", model="sdxl"), "--model must be framepack or f1"),
+        (
+            AnimateOptions(prompt="a", cache="fastest"),
+            "--cache must be off, teacache or magcache, not 'fastest'",
+        ),
         (AnimateOptions(prompt="a", seed=-1), "--seed must be between 0"),
     ],
 )
@@ -104,3 +109,17 @@ def test_control_characters_leave_the_prompt_and_are_counted() -> None:
     assert build_params(AnimateOptions(prompt=raw), GEN).prompt == cleaned
     with pytest.raises(UserError, match="Say what should happen"):
         build_params(AnimateOptions(prompt="\x00\x01\u202e"), GEN)
+
+
+def test_the_cache_option_and_the_hosts_default() -> None:
+    opts = parse_animate_text("a cat --cache TeaCache")
+    assert opts.cache == "TeaCache"
+    params = build_params(opts, GEN)
+    assert (params.cache, params.cache_threshold) == ("teacache", GEN.teacache_threshold)
+    off = build_params(parse_animate_text("a cat --cache=off"), GEN)
+    assert (off.cache, off.cache_threshold) == ("off", None)
+    default = build_params(AnimateOptions(prompt="a cat"), GEN)
+    assert (default.cache, default.cache_threshold) == (GEN.cache, GEN.magcache_threshold)
+    assert "--cache off|teacache|magcache" in USAGE
+    with pytest.raises(UserError, match=r"--cache needs a value, e\.g\. --cache off"):
+        parse_animate_text("a cat --cache")

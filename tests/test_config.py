@@ -60,6 +60,19 @@ def test_example_documents_every_key() -> None:
         ("[model]\nmemory = 'tiny'", r"model\.memory: 'tiny' is not one of auto"),
         ("[generation]\nsteps = 200", r"generation\.steps: 200 is above the greatest valid value"),
         ("[generation]\ncfg = 0.5", r"generation\.cfg: 0\.5 is below the least valid value 1"),
+        (
+            "[generation]\ncache = 'fastcache'",
+            r"generation\.cache: 'fastcache' is not one of off \| teacache \| magcache",
+        ),
+        ("[generation]\ncache = 0", r"generation\.cache: expected a string"),
+        (
+            "[generation]\nteacache_threshold = 0",
+            r"generation\.teacache_threshold: 0\.0 is below the least valid value 0\.01",
+        ),
+        (
+            "[generation]\nmagcache_threshold = 2.0",
+            r"generation\.magcache_threshold: 2\.0 is above the greatest valid value 0\.5",
+        ),
         ("[generation]\nnegative_prompt = 3", r"generation\.negative_prompt: expected a string"),
         ("[generation]\nseconds = 90.0\nmax_seconds = 60.0", r"generation\.seconds: the default"),
         ("[telegram]\nenabled = 'yes'", r"telegram\.enabled: expected true or false"),

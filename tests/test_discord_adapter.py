@@ -223,6 +223,7 @@ async def test_every_kind_of_bad_input_gets_an_ephemeral_explanation_and_no_job(
             ("steps", {"steps": 0, "validate": False}, "--steps must be between"),
             ("guidance", {"guidance": 99.0, "validate": False}, "--guidance must be between"),
             ("model", {"model": "sdxl", "validate": False}, "--model must be framepack or f1"),
+            ("cache", {"cache": "fast", "validate": False}, "--cache must be off, teacache or"),
         ]
         for name, options, expected in cases:
             reply = await scene.animate(**options)
@@ -262,14 +263,15 @@ async def test_an_end_image_goes_with_the_job(scene: Scene) -> None:
         scene.alice, scene.channel, "animate",
         image=fake.upload(png(), "start.png"), prompt="a red square turns blue",
         end_image=fake.upload(png(colour=(20, 20, 220)), "end.png"), seconds=2.5, seed=42,
-        steps=10, guidance=6.5, model="framepack",
+        steps=10, guidance=6.5, model="framepack", cache="teacache",
     )  # fmt: skip
     assert (await scene.answered(reply)).startswith("✅ Queued as job #1.")
     job = await scene.job(1)
     assert (job.params.seconds, job.params.seed, job.params.steps) == (2.5, 42, 10)
     assert (job.params.guidance, job.params.model) == (6.5, "framepack")
+    assert (job.params.cache, job.params.cache_threshold) == ("teacache", 0.15)
     assert job.end_image_path and Path(job.end_image_path).exists()
-    assert "seed 42 · 2.5 s · 10 steps · framepack" in embed_text(scene.job_message(1))
+    assert "seed 42 · 2.5 s · 10 steps · framepack · teacache" in embed_text(scene.job_message(1))
 
 
 async def test_a_video_over_the_upload_limit_arrives_re_encoded_under_it(

@@ -83,3 +83,19 @@ def test_a_missing_file_leaves_the_text_alone(tmp_path: Path) -> None:
     message = discord_message(gone, render(gone))
     assert message.file is None and "image" not in message.embed
     assert message.embed["title"].startswith("⏳ Queued")
+
+
+def test_the_step_cache_shows_in_the_embed_and_the_caption_when_on(tmp_path: Path) -> None:
+    from bot.progress import JobProgress
+    from bot.telegram.render import caption
+
+    chosen = job(tmp_path, params=JobParams(prompt="a cat", seed=77, cache="teacache"))
+    assert "framepack · teacache" in discord_message(chosen, render(chosen)).embed["description"]
+    assert "framepack · teacache" in caption(render(chosen), 12)
+    off = job(tmp_path, params=JobParams(prompt="a cat", seed=77, cache="off"))
+    assert "cache" not in caption(render(off), 12)
+    # a job that left it to the host: the done event says which cache it ran with
+    done = job(tmp_path, status=JobStatus.DONE, finished_at=1.0)
+    view = render(done, JobProgress(done={"cache": "magcache 0.1"}))
+    assert "framepack · magcache" in discord_message(done, view).embed["description"]
+    assert "framepack · magcache" in caption(view, 12)

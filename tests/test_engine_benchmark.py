@@ -32,8 +32,16 @@ def test_full_is_the_gpu_benchmark(bench: ModuleType, capsys: pytest.CaptureFixt
 
 
 def test_targets_are_ratios_of_best_times(bench: ModuleType) -> None:
-    best = {"engine unipc": 1.02, "engine euler": 1.0, "pipeline + mp4": 1.0}
+    best = {
+        "engine unipc": 1.02,
+        "engine euler": 1.0,
+        "pipeline + mp4": 1.0,
+        "engine teacache": 0.6,
+        "engine magcache": 0.5,
+    }
     assert all(met for met, _ in (t.verdict(best) for t in bench.TARGETS))
+    met, line = bench.MAGCACHE_PASSES.verdict({"off": 25.0, "magcache": 17.0})
+    assert not met and "MISSED (0.680)" in line
     met, line = bench.TARGETS[1].verdict(best | {"engine unipc": 1.2})
     assert not met and "MISSED (1.200)" in line
 
@@ -50,6 +58,11 @@ def test_cpu_comparison_prints_its_ratios_and_verdicts(
         "engine euler / pipeline + mp4:",
         "target: engine (unipc) / (pipeline + mp4), best wall <= 1.05:",
         "target: engine unipc / engine euler, best wall <= 1.05:",
+        "target: engine teacache / engine off, best wall <= 1.0:",
+        "target: engine magcache / engine off, best wall <= 1.0:",
+        "  off       block-stack passes per section   1.00",
+        "  magcache  block-stack passes per section",
+        "target: magcache / off block-stack passes <= 0.6:",
         "rerun: python benchmarks/engine.py",
     ):
         assert line in out, line

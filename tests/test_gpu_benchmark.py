@@ -82,3 +82,19 @@ def test_the_dry_run_measures_each_mode_in_order_and_keeps_every_row(
     out = capsys.readouterr().out
     assert "target: high mode s/step at the 640 bucket <= 1.2: not judged (dry run)" in out
     assert "rerun: python benchmarks/gpu.py" in out
+
+
+def test_the_dry_run_times_each_step_cache_in_the_cache_modes(
+    gpu: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "rows.jsonl"
+    args = ["--dry-run", "--steps", "5", "--modes", "high", "--results", str(results)]
+    assert gpu.main(args) == 0
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["status"] == "ok" and row["steps"] == 5  # the uncached job's row
+    assert set(row["caches"]) == {"teacache", "magcache"}
+    for measured in row["caches"].values():
+        assert measured["s_per_step"] > 0 and 2 <= measured["passes"] <= 5
+    assert row["caches"]["magcache"]["passes"] < 5
+    out = capsys.readouterr().out
+    assert "  +magcache " in out and "of 5 block-stack passes" in out

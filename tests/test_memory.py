@@ -1,17 +1,24 @@
-"""Memory modes: which one `auto` picks for the free VRAM (the modes themselves need a GPU)."""
+"""Memory modes: which one `auto` picks for the free VRAM (the modes themselves need a GPU),
+and the step caches over the low mode's layer layout, on the CPU."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from framepack.engine.engine import FramePackEngine
+from framepack.engine.events import Step
 from framepack.models.memory import (
     WeightBytes,
     apply_memory_mode,
     choose_memory_mode,
     resolve_device,
 )
-from tests.engine_fixtures import tiny_components
+from tests.engine_fixtures import FAST, run_job, tiny_components
 
 GB = 10**9
 CUDA = torch.device("cuda")
@@ -83,3 +90,43 @@ def test_high_on_a_cpu_leaves_the_models_on_the_cpu() -> None:
     components = tiny_components()
     apply_memory_mode(components, "high", torch.device("cpu"))
     assert {p.device.type for m in components.models().values() for p in m.parameters()} == {"cpu"}
+
+
+def test_step_caches_work_over_the_low_modes_group_offloaded_layers(tmp_path: Path) -> None:
+    """The low memory mode's layout (diffusers' leaf-level group offloading, here from the
+    CPU to the CPU, without streams) under the block-level cache hooks: same frames; and
+    TeaCache's first pass of a section runs norm1 once, as an uncached pass does (the
+    streamed low mode records its prefetch order from the first pass)."""
+    from diffusers.hooks import apply_group_offloading
+
+    from framepack.models.tiny import build_tiny_components
+
+    components = build_tiny_components()
+    apply_group_offloading(
+        components.transformer,
+        onload_device=torch.device("cpu"),
+        offload_device=torch.device("cpu"),
+        offload_type="leaf_level",
+    )
+    offloaded = FramePackEngine(components, device="cpu")
+    norm1_calls = []
+    components.transformer.transformer_blocks[0].norm1.register_forward_pre_hook(
+        lambda *_: norm1_calls.append(1)
+    )
+    for cache in ("teacache", "magcache"):
+        params = replace(FAST, steps=6, seconds=1.0, cache=cache, cache_threshold=0.3)
+        norm1_calls.clear()
+        first_pass: list[int] = []
+
+        def note_first_pass(event, seen: list[int] = first_pass) -> bool:
+            if isinstance(event, Step) and not seen:
+                seen.append(len(norm1_calls))
+            return False
+
+        run_job(
+            tmp_path / cache / "offloaded", params, engine=offloaded, cancel_when=note_first_pass
+        )
+        assert first_pass == [1]
+        plain = run_job(tmp_path / cache / "plain", params)
+        again = run_job(tmp_path / cache / "offloaded2", params, engine=offloaded)
+        assert np.array_equal(again.frames, plain.frames), cache

@@ -25,6 +25,7 @@ RELEASED = {
     "0004_head_triggers.sql": "e5f3859dec6a62baeb08568dc5f20a10412899fe78e2bdab492d75d2c0e1235b",
     "0005_cheaper_claim.sql": "e1ebcb5633fa098295e041e02f56b23944a2cfdc86d69b0269655d502d316b72",
     "0006_workers.sql": "a7514899a3368614c4270cd1d978955a42641c16876f05000b4b37ac67131a9e",
+    "0007_timings_cache.sql": "efb27b9ec0fe3716fb80573b1412d3fa9eec027efa0cab8a3786715cd33cb21a",
 }
 
 V1_JOB = (

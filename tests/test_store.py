@@ -232,6 +232,42 @@ async def test_positions_and_estimates_follow_timings(store: JobStore, clock) ->
     assert await store.position(ids[0]) is None  # running: no position
 
 
+async def test_estimates_learn_per_cache_setting(store: JobStore, clock) -> None:
+    """A cached job is estimated from cached jobs' timings, an uncached one from uncached
+    ones; a cache nobody ran yet (or a job from before caches) from the model's timings."""
+
+    async def queue(cache: str | None) -> int:
+        clock.advance(1)
+        params = JobParams(prompt="a cat", seconds=5.0, cache=cache)
+        job = await store.enqueue(
+            platform="telegram", user_id="u", chat_id="c", params=params, input_path="/i.png"
+        )
+        return job.id
+
+    for cache, per_step in (("off", 2.0), ("magcache", 1.0)):
+        await store.record_timing(
+            Timing(
+                job_id=await queue(cache),
+                model="framepack",
+                video_seconds=5,
+                steps=25,
+                sections=4,
+                render_seconds=100 * per_step,
+                step_seconds=per_step,
+                finished_at=clock(),
+                cache=cache,
+            )
+        )
+    assert (await store.estimate_duration(JobParams(prompt="a", cache="off"))) == 200.0
+    assert (await store.estimate_duration(JobParams(prompt="a", cache="magcache"))) == 100.0
+    both = await store.estimate_duration(JobParams(prompt="a", cache="teacache"))
+    assert both == pytest.approx(150.0)  # no teacache timings yet: the model's median
+    waiting = {cache: await queue(cache) for cache in ("off", "magcache")}
+    positions = await store.positions()
+    assert positions[waiting["magcache"]].estimated_duration == pytest.approx(100.0)
+    assert positions[waiting["off"]].estimated_duration == pytest.approx(200.0)
+
+
 async def test_delivery_is_recorded_once(store: JobStore) -> None:
     job_id = await job_in(store, JobStatus.DONE)
     assert [j.id for j in await store.undelivered()] == [job_id]

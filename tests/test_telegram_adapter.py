@@ -305,6 +305,10 @@ BAD_INPUT = {
     "bad value": ({"photo": True, "caption": "/animate a cat --steps many"}, "whole number"),
     "out of range": ({"photo": True, "caption": "/animate a cat --seconds 999"}, "between 0.5"),
     "bad model": ({"photo": True, "caption": "/animate a cat --model sd"}, "framepack or f1"),
+    "bad cache": (
+        {"photo": True, "caption": "/animate a cat --cache fast"},
+        "--cache must be off, teacache or magcache, not 'fast'",
+    ),
     "not an image": (
         {"document": (b"%PDF-1.4 hello", "cat.pdf", "application/pdf")},
         "not a picture I can read",

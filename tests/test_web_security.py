@@ -362,3 +362,22 @@ async def test_the_password_comes_from_its_variable_and_is_never_shown(
     )
     assert settings.web.password.reveal() == "from-the-environment"
     assert "from-the-environment" not in repr(settings) + str(settings.web)
+
+
+async def test_the_animate_form_offers_the_step_cache_and_checks_it(tmp_path: Path) -> None:
+    async with serving(web_settings(tmp_path)) as page, WebClient(page.url) as client:
+        await client.login()
+        _, text, _ = await client.get("/animate")
+        assert '<select name="cache">' in text and "<option selected>magcache</option>" in text
+        for cache in ("fastest", "teacache"):
+            await client.get("/animate")
+            form = aiohttp.FormData()
+            form.add_field("image", png(), filename="x.png", content_type="image/png")
+            form.add_field("prompt", "a cat")
+            form.add_field("cache", cache)
+            status, text, _ = await client.post("/animate", form)
+            if cache == "fastest":  # refused with the chat's sentence, nothing queued
+                assert status == 400 and "--cache must be off, teacache or magcache" in text
+                assert await page.store.jobs_of("web", "host") == []
+        (job,) = await page.store.jobs_of("web", "host")
+        assert job.params.cache == "teacache"

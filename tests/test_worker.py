@@ -128,6 +128,23 @@ def test_real_cfg_defaults_come_from_the_config_unless_the_job_sets_them(
     assert (own.cfg, own.negative_prompt) == (1.0, "")
 
 
+def test_the_step_cache_comes_from_the_job_else_the_config(settings: Settings) -> None:
+    default = generation_params(job_record(), settings)
+    assert (default.cache, default.cache_threshold) == ("magcache", 0.1)
+    host = dataclasses.replace(
+        settings,
+        generation=dataclasses.replace(
+            settings.generation, cache="teacache", teacache_threshold=0.2
+        ),
+    )
+    hosts = generation_params(job_record(), host)
+    assert (hosts.cache, hosts.cache_threshold) == ("teacache", 0.2)
+    own = generation_params(job_record(cache="off"), host)
+    assert (own.cache, own.cache_threshold) == ("off", None)
+    kept = generation_params(job_record(cache="magcache", cache_threshold=0.05), host)
+    assert (kept.cache, kept.cache_threshold) == ("magcache", 0.05)
+
+
 def test_real_presets_load_the_model_a_job_asks_for() -> None:
     loaded: list[tuple[str, str]] = []
 
@@ -181,6 +198,8 @@ async def test_a_job_leaves_events_previews_videos_and_a_timing(
     assert (final.width, final.height) == (done["width"], done["height"])
     assert done["model"] == "framepack" and done["random_model"] is True
     assert done["render_seconds"] > 0 and done["seed"] == 1
+    # the job named no cache: the host's default, in the done event and the MP4's metadata
+    assert done["cache"] == final.metadata["cache"] == "magcache 0.1"
     assert Path(job.result_path or "").parent == DataDir(settings.storage.data_dir).videos_dir(
         job_id
     )
@@ -191,6 +210,7 @@ async def test_a_job_leaves_events_previews_videos_and_a_timing(
     # the job's pace now drives the estimates of the jobs after it
     step_seconds = await bot_store.step_seconds("framepack")
     assert 0 < step_seconds < done["render_seconds"] and step_seconds != DEFAULT_STEP_SECONDS
+    assert await bot_store.step_seconds("framepack", "magcache") == step_seconds
 
     lines = [r.getMessage() for r in caplog.records if f"job {job_id} " in r.getMessage()]
     assert [line.split()[1] for line in lines] == ["→", "▶", "·", "·", "✓"]

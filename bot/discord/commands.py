@@ -37,6 +37,7 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         steps=f"more is slower and finer (default {gen.steps})",
         guidance=f"how closely to follow the prompt (default {gen.guidance:g})",
         model="framepack (default) or f1",
+        cache=f"skip steps, ~2x faster, not lossless; off is exact (default {gen.cache})",
         end_image="a picture the video should end on (framepack only)",
         lora="a style of /loras, name or name:scale (several: a,b:0.5)",
     )
@@ -49,12 +50,15 @@ def build_commands(adapter: "DiscordAdapter") -> list[app_commands.Command]:
         steps: app_commands.Range[int, 1, gen.max_steps] | None = None,
         guidance: app_commands.Range[float, 1.0, 32.0] | None = None,
         model: Literal["framepack", "f1"] | None = None,
+        cache: Literal["off", "teacache", "magcache"] | None = None,
         end_image: discord.Attachment | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         try:  # refused at once, before the pictures are fetched
             loras = tuple(parse_lora_specs(lora)) if lora else None
-            options = AnimateOptions(prompt, seconds, seed, steps, guidance, model, loras=loras)
+            options = AnimateOptions(
+                prompt, seconds, seed, steps, guidance, model, cache=cache, loras=loras
+            )
             build_params(
                 options, gen, has_end_image=end_image is not None, catalogue=settings.model
             )

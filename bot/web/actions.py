@@ -207,7 +207,7 @@ def _number(form: MultiDictProxy, name: str, kind: type, label: str) -> int | fl
 
 # ---- animate -------------------------------------------------------------------------
 
-FORM_FIELDS = ("prompt", "seconds", "seed", "steps", "guidance", "model")
+FORM_FIELDS = ("prompt", "seconds", "seed", "steps", "guidance", "model", "cache")
 
 
 async def animate(request: web.Request) -> web.StreamResponse:
@@ -223,6 +223,7 @@ async def animate(request: web.Request) -> web.StreamResponse:
             steps=_number(form, "steps", int, "Steps"),  # type: ignore[arg-type]
             guidance=_number(form, "guidance", float, "Guidance"),
             model=_text(form, "model") or None,
+            cache=_text(form, "cache") or None,
         )
         image = _upload(form, "image")
         if image is None:

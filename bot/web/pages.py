@@ -71,6 +71,7 @@ async def animate_form(request: web.Request) -> web.Response:
         "steps": str(gen.steps),
         "guidance": f"{gen.guidance:g}",
         "model": "framepack",
+        "cache": gen.cache,
     }
     return await screen(request, "animate", "animate.html", gen=gen, form=form)
 

@@ -85,9 +85,10 @@ def owner_of(job: Job) -> str:
 
 def params_text(job: Job) -> str:
     p = job.params
-    return (
+    text = (
         f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · guidance {p.guidance:g} · {p.model}"
     )
+    return text + (f" · {p.cache}" if p.cache not in (None, "off") else "")
 
 
 def job_card(

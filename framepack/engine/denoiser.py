@@ -9,9 +9,11 @@ The numerics are those of FramePack's demo (``diffusers_helper/k_diffusion/wrapp
 - the clean estimate is x0 = bf16(x) - sigma * v, in float32, from the rounded
   latents the transformer saw.
 
-One `Denoiser` serves one section. Each transformer pass goes through
-`_transformer_pass`, named by its CFG branch, so that a step cache can wrap the
-passes of each branch apart and start afresh with every section.
+One `Denoiser` serves one section. Each transformer pass runs inside
+``transformer.cache_context(branch, step_index=, num_inference_steps=)``, one
+context per CFG branch, as diffusers' cache hooks need: a step cache
+(`framepack.engine.caches`) keeps each branch's state apart and knows which step
+of how many it is. Without a cache attached the context changes nothing.
 """
 
 from __future__ import annotations
@@ -75,25 +77,42 @@ class Denoiser:
             "return_dict": False,
         }
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> Prediction:
-        """The prediction at `x` (float32) and `sigma` (a 0-dim float32 tensor)."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        *,
+        step: int | None = None,
+        steps: int | None = None,
+    ) -> Prediction:
+        """The prediction at `x` (float32) and `sigma` (a 0-dim float32 tensor), at the
+        0-based `step` of `steps` (what a step cache needs to know; None without one)."""
         x_model = x.to(self.dtype)
         timestep = (sigma.float() * TIMESTEP_SCALE).expand(x.shape[0]).to(self.dtype)
-        v = self._transformer_pass(POSITIVE, x_model, timestep, self.prompt).float()
+        where = {"step_index": step, "num_inference_steps": steps}
+        v = self._transformer_pass(POSITIVE, x_model, timestep, self.prompt, where).float()
         negative = self.guidance.negative
         if negative is not None:
-            v_negative = self._transformer_pass(NEGATIVE, x_model, timestep, negative).float()
+            v_negative = self._transformer_pass(
+                NEGATIVE, x_model, timestep, negative, where
+            ).float()
             v = v_negative + self.guidance.cfg * (v - v_negative)
         return Prediction(velocity=v, denoised=x_model.float() - v * sigma)
 
     def _transformer_pass(
-        self, branch: str, x_model: torch.Tensor, timestep: torch.Tensor, text: PromptEmbeds
+        self,
+        branch: str,
+        x_model: torch.Tensor,
+        timestep: torch.Tensor,
+        text: PromptEmbeds,
+        where: dict[str, int | None],
     ) -> torch.Tensor:
-        return self.transformer(
-            hidden_states=x_model,
-            timestep=timestep,
-            encoder_hidden_states=text.embeds,
-            encoder_attention_mask=text.mask,
-            pooled_projections=text.pooled,
-            **self._fixed,
-        )[0]
+        with self.transformer.cache_context(branch, **where):
+            return self.transformer(
+                hidden_states=x_model,
+                timestep=timestep,
+                encoder_hidden_states=text.embeds,
+                encoder_attention_mask=text.mask,
+                pooled_projections=text.pooled,
+                **self._fixed,
+            )[0]

@@ -12,7 +12,8 @@ equal the diffusers pipeline's (tests/test_engine_parity.py).
 A job's life in `generate`: check the settings; crop the picture to its bucket;
 encode the prompts and the picture; resume from the checkpoint in `workdir` if
 it belongs to this job (re-decoding the finished sections, which is exact and
-cheap next to sampling them); then per section: denoise (a `Step` per step),
+cheap next to sampling them); attach the job's step cache, if any
+(`framepack.engine.caches`); then per section: reset the cache, denoise (a `Step` per step),
 add the latents to the history, decode the new frames and blend them in, save
 the checkpoint, and write the video so far while the next section samples
 (`Section`, once written); finally `Done`.
@@ -38,6 +39,13 @@ import torch
 from PIL import Image, ImageOps
 
 from framepack.engine.buckets import find_nearest_bucket, resize_and_center_crop
+from framepack.engine.caches import (
+    BlockPasses,
+    apply_step_cache,
+    cache_threshold,
+    remove_step_cache,
+    reset_step_cache,
+)
 from framepack.engine.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -141,6 +149,8 @@ class FramePackEngine:
         # Before the memory mode too: its hooks then place the adapters' weights as well.
         self.loras: dict[str, LoadedLora] = attach_loras(components.transformer, loras or {})
         apply_memory_mode(components, self.memory_mode, self.device)
+        # Inside every step cache's hooks (they come per job, after it): the passes computed.
+        self.block_passes = BlockPasses.attach(components.transformer)
         log.info(
             "engine: %s model on %s, memory mode %s",
             components.preset,
@@ -198,10 +208,26 @@ class FramePackEngine:
 
         video = workdir / VIDEO_NAME
         videos = SectionVideos(fps=params.fps, crf=params.crf, metadata=job.metadata)
+        apply_step_cache(  # for this job's sections; reset as each one starts
+            self.components.transformer,
+            params.cache,
+            threshold=params.cache_threshold,
+            family=self.components.preset,
+            height=job.height,
+            width=job.width,
+            steps=params.steps,
+        )
         try:
             for spec in job.specs[done:]:
+                passes = self.block_passes.count
                 latents = yield from self._sample(
                     job, spec, history.context(spec, end_latent), generator, videos, should_cancel
+                )
+                log.info(
+                    "section %d: the block stack computed %d passes (cache %s)",
+                    spec.index,
+                    self.block_passes.count - passes,
+                    params.cache,
                 )
                 history.add(latents, spec)
                 frames.add(self._pixels(history, spec, job))
@@ -223,6 +249,7 @@ class FramePackEngine:
                     partial = replace(section, video=workdir / partial_video_name(spec.index))
                     videos.start_partial(so_far, partial)
         finally:
+            remove_step_cache(self.components.transformer)
             videos.close()
 
         result = self._video_so_far(job, frames, final=True)
@@ -279,6 +306,7 @@ class FramePackEngine:
         `generate` runs per section, and what a shape-only run on the meta device runs.
         """
         noise = self._noise(job, generator)
+        reset_step_cache(self.components.transformer)  # each section starts its cache afresh
         denoiser = Denoiser(
             self.components.transformer,
             context,
@@ -487,6 +515,10 @@ class FramePackEngine:
             metadata |= {"cfg": f"{params.cfg:g}", "negative_prompt": params.negative_prompt}
         if params.loras:
             metadata["loras"] = ", ".join(f"{name} {scale:g}" for name, scale in params.loras)
+        if params.cache != "off":
+            metadata["cache"] = (
+                f"{params.cache} {cache_threshold(params.cache, params.cache_threshold):g}"
+            )
         if continuation is not None:
             metadata["continues"] = f"{len(continuation.frames) / params.fps:.2f} s of video"
         return metadata

@@ -18,6 +18,8 @@ from storage.records import LATENT_WINDOW, sections_for
 Sampler = Literal["inverted", "forward"]
 SAMPLERS: tuple[str, ...] = ("inverted", "forward")
 SCHEDULERS: tuple[str, ...] = ("unipc", "euler")  # see framepack.engine.solvers
+# see framepack.engine.caches (here without torch: the CLI checks before loading a model)
+CACHES: tuple[str, ...] = ("off", "teacache", "magcache")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class GenerationParams:
     crf: int = 16  # H.264 quality of the MP4s (1-51, lower is better)
     # LoRA adapters attached to the engine, (name, scale), in order; () renders the base
     loras: tuple[tuple[str, float], ...] = ()
+    # a step cache skips the block stack on steps where its input barely changed
+    cache: Literal["off", "teacache", "magcache"] = "off"
+    cache_threshold: float | None = None  # None: the cache's default; unused when off
 
     def sections(self) -> int:
         """Number of sections, as the demo computes it from the requested seconds (at 30
@@ -58,9 +63,13 @@ class GenerationParams:
         return self.latent_window * 4 / self.fps
 
     def fingerprint(self) -> str:
-        """Hash of every field that changes the frames; the MP4 quality does not."""
+        """Hash of every field that changes the frames; the MP4 quality does not. Without a
+        cache the hash is the one of the settings before caches existed (their checkpoints
+        still resume)."""
         fields = asdict(self)
         del fields["crf"]
+        if self.cache == "off":
+            del fields["cache"], fields["cache_threshold"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,6 +99,24 @@ def check_params(params: GenerationParams, *, preset: str, has_end_image: bool) 
     if params.scheduler not in SCHEDULERS:
         raise ValueError(
             f"scheduler must be one of {', '.join(SCHEDULERS)}, not {params.scheduler!r}"
+        )
+    if params.cache not in CACHES:
+        raise ValueError(f"cache must be one of {', '.join(CACHES)}, not {params.cache!r}")
+    threshold = params.cache_threshold
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not math.isfinite(threshold)
+        or threshold <= 0
+    ):
+        raise ValueError(
+            f"the cache threshold must be a number above 0, not {threshold!r} "
+            "(cache off computes every step)"
+        )
+    if params.cache == "magcache" and threshold is not None and threshold >= 1:
+        raise ValueError(
+            f"MagCache's threshold must be below 1, not {threshold} (from 1 on it could skip "
+            "a section's last step)"
         )
     allowed = allowed_samplers(preset)
     if params.sampler in SAMPLERS and params.sampler not in allowed:

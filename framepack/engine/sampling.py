@@ -30,10 +30,11 @@ def denoise_section(
     are made of it) and returns the latents.
     """
     x = noise
+    steps = len(solver.sigmas) - 1
     for i, sigma in enumerate(solver.sigmas[:-1]):
         if should_cancel():
             raise StepCancelled
-        prediction = denoiser(x, sigma)
+        prediction = denoiser(x, sigma, step=i, steps=steps)
         x = solver.step(i, x, prediction)
         yield i + 1, prediction.denoised
     return x

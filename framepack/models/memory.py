@@ -15,6 +15,17 @@
 - ``auto``: the fastest mode that fits the free VRAM when the engine starts.
 
 On a CPU there is nowhere to offload to: every mode runs as ``high``.
+
+Step caches (`framepack.engine.caches`) work in every mode: their hooks sit on
+the transformer's blocks, above ``low``'s leaf-level groups, so a skipped step
+runs none of the stack's layers and onloads none of their weights. ``low``'s
+streams prefetch in the order recorded on the transformer's first pass, which is
+a section's first step: it always computes the whole stack, and TeaCache then
+takes its indicator from the first block's own norm1 (no extra call), so the
+recorded order is an uncached pass's whatever the first job's cache. On a skipped
+step the one layer prefetched ahead of the stack waits for the next computed
+step, and the output layers after it onload synchronously (diffusers' fallback
+for a group its predecessor did not prefetch): a few small layers, not the stack.
 """
 
 from __future__ import annotations

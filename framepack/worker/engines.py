@@ -115,7 +115,7 @@ def lora_path(lora: LoraSettings, cache_dir: str, *, download: bool) -> Path:
 
 def generation_params(job: Job, settings: Settings) -> GenerationParams:
     """The engine's settings for a job: the user's options, the host's scheduler and buckets,
-    and the host's real-CFG defaults where the job sets none."""
+    and the host's real-CFG and step-cache defaults where the job sets none."""
     p, defaults = job.params, settings.generation
     if p.model not in SAMPLER_OF_MODEL:
         raise ValueError(f"unknown model {p.model!r}; choose one of {', '.join(SAMPLER_OF_MODEL)}")
@@ -124,6 +124,12 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         lora = settings.model.lora(name)
         if lora is not None:
             prompt = add_triggers(prompt, lora.triggers)
+    cache = p.cache if p.cache is not None else defaults.cache
+    threshold = p.cache_threshold
+    if threshold is None and cache != "off":
+        threshold = (
+            defaults.teacache_threshold if cache == "teacache" else defaults.magcache_threshold
+        )
     return GenerationParams(
         prompt=prompt,
         seconds=p.seconds,
@@ -138,6 +144,8 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         scheduler=settings.generation.scheduler,  # type: ignore[arg-type]
         resolution=settings.resolution,
         loras=tuple(p.loras),
+        cache=cache,  # type: ignore[arg-type]
+        cache_threshold=threshold,
     )
 
 

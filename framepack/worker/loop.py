@@ -250,6 +250,7 @@ class Worker:
             "steps": job.params.steps,
             "sections": times.sections,
             "attempts": job.attempts,
+            "cache": done.metadata.get("cache", "off"),  # and its threshold: "magcache 0.1"
             **describe_model(engine),
         }
         if files.too_large:
@@ -280,6 +281,7 @@ class Worker:
                         / times.steps_run
                         / lora_factor(len(job.params.loras)),
                         finished_at=time.time(),
+                        cache=done.metadata.get("cache", "off").split()[0],
                     )
                 )
         except JobLost:
