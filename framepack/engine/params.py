@@ -64,12 +64,14 @@ class GenerationParams:
 
     def fingerprint(self) -> str:
         """Hash of every field that changes the frames; the MP4 quality does not. Without a
-        cache the hash is the one of the settings before caches existed (their checkpoints
-        still resume)."""
+        cache and LoRAs the hash is the one of the settings before they existed (their
+        checkpoints still resume)."""
         fields = asdict(self)
         del fields["crf"]
         if self.cache == "off":
             del fields["cache"], fields["cache_threshold"]
+        if not self.loras:
+            del fields["loras"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
