@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.config import ConfigError, ModelSettings, load_settings
-from storage.files import is_video_input
+from storage.files import DataDir, is_video_input
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
             source=source,
             frames_dir=args.frames,
             loras={name: path for name, (path, _, _) in loras.items()},
+            mag_tables=DataDir(settings.storage.data_dir).mag_ratios,
         )
     except LoraUnavailable as exc:
         return _fail(str(exc))
@@ -196,12 +197,14 @@ def _render(
     source: VideoSource | None = None,
     frames_dir: Path | None = None,
     loras: dict[str, Path] | None = None,
+    mag_tables: Path | None = None,
 ) -> Path:
     """Run the engine with a progress bar; the finished video's path. With `frames_dir`,
     every frame is also written there as a PNG, from the engine's uint8 frames (before
     the codec)."""
     from tqdm import tqdm
 
+    from framepack.engine.caches.mag_ratios import load_tables
     from framepack.engine.engine import FramePackEngine
     from framepack.engine.events import Done, Section, Started, Step
     from framepack.models.components import load_components
@@ -213,7 +216,12 @@ def _render(
 
     print(f"loading the {model.preset} model ...", file=sys.stderr)
     engine = FramePackEngine(
-        load_components(model), device=model.device, memory=model.memory, loras=loras
+        load_components(model),
+        device=model.device,
+        memory=model.memory,
+        loras=loras,
+        # the host's calibrated MagCache tables, as the worker reads them
+        mag_tables=load_tables(mag_tables) if mag_tables is not None else None,
     )
     bar = None
     events = engine.generate(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.config import ConfigError, load_settings
+from storage.files import DataDir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,7 +44,11 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="a person turns around and smiles")
     parser.add_argument("--seed", type=int, default=31337)
     parser.add_argument(
-        "--output", type=Path, default=Path("mag_ratios.json"), help="where the table goes"
+        "--output",
+        type=Path,
+        default=None,
+        help="where the table goes (default: the data folder's mag_ratios/, which the "
+        "worker reads at start)",
     )
 
 
@@ -115,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
             "no CUDA GPU is visible: calibrating MagCache renders with the real 13B model, which "
             "needs a GPU and its weights (the shipped FramePack-Studio tables serve meanwhile)."
         )
+    from framepack.engine.caches.mag_ratios import table_file_name
     from framepack.engine.engine import FramePackEngine
     from framepack.engine.params import GenerationParams
     from framepack.models.components import load_components
@@ -149,9 +155,16 @@ def main(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "ratios": ratios,
     }
-    args.output.write_text(json.dumps(table, indent=1) + "\n")
+    output = args.output or DataDir(settings.storage.data_dir).mag_ratios / table_file_name(
+        model.preset, args.resolution, args.steps
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(table, indent=1) + "\n")
     print(json.dumps(table))
-    print(f"written to {args.output}: add it to framepack/engine/caches/mag_ratios.py")
+    print(
+        f"written to {output}: a worker that reads this data folder uses it from its next "
+        "start, before the shipped FramePack-Studio tables"
+    )
     return 0
 
 

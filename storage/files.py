@@ -52,6 +52,11 @@ class DataDir:
         """A fresh name in inputs/ (the folder may not exist yet)."""
         return self.inputs / f"{uuid.uuid4().hex}{suffix}"
 
+    @property
+    def mag_ratios(self) -> Path:
+        """MagCache ratio tables the host calibrated (`framepack-bot calibrate-cache`)."""
+        return self.root / "mag_ratios"
+
     def work_dir(self, job_id: int) -> Path:
         return self.root / "work" / str(job_id)
 

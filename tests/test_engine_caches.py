@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -232,3 +234,35 @@ def test_mag_ratio_tables() -> None:
     assert len(ratios) == 25 and ratios[0] == 1.0 and ratios[1] == 1.30469  # 640 group
     assert len(mag_ratios("f1", height=512, width=512, steps=40)) == 50  # nearest step count
     assert mag_ratios("tiny", height=128, width=128, steps=6) == (1.0,) * 6
+
+
+def test_a_calibrated_table_in_the_data_folder_comes_before_the_shipped_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from framepack.engine.caches.mag_ratios import load_tables, table_file_name
+    from framepack.worker.engines import engine_factory
+    from storage.config import parse_settings
+
+    folder = tmp_path / "mag_ratios"
+    folder.mkdir()
+    # as `framepack-bot calibrate-cache` writes it: ratios of 0 leave MagCache no error
+    # budget, so every step computes (the shipped flat table of the tiny preset skips)
+    table = {"family": "tiny", "resolution": 128, "steps": CACHED.steps, "ratios": [0.0] * 6}
+    (folder / table_file_name("tiny", 128, CACHED.steps)).write_text(json.dumps(table))
+    (folder / "broken.json").write_text('{"family": "f1", "steps": 3}')
+    with caplog.at_level(logging.WARNING):
+        tables = load_tables(folder)
+    assert tables == {"tiny": {128: {6: (0.0,) * 6}}}
+    assert any("broken.json left out" in r.getMessage() for r in caplog.records)
+    assert mag_ratios("tiny", height=128, width=128, steps=6, calibrated=tables) == (0.0,) * 6
+    assert mag_ratios("f1", height=640, width=640, steps=25, calibrated=tables)[1] != 0.0
+
+    magcache = replace(CACHED, cache="magcache")
+    engine = engine_factory(parse_settings({}).model, mag_tables=folder)("tiny", "auto")
+    before = engine.block_passes.count
+    run_job(tmp_path / "calibrated", magcache, engine=engine)
+    assert engine.block_passes.count - before == magcache.sections() * magcache.steps
+    shipped = tiny_engine()
+    before = shipped.block_passes.count
+    run_job(tmp_path / "shipped", magcache, engine=shipped)
+    assert shipped.block_passes.count - before < magcache.sections() * magcache.steps

@@ -46,6 +46,7 @@ from framepack.engine.caches import (
     remove_step_cache,
     reset_step_cache,
 )
+from framepack.engine.caches.mag_ratios import MagTables
 from framepack.engine.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -133,10 +134,13 @@ class FramePackEngine:
         device: torch.device | str = "cpu",
         memory: str = "auto",
         loras: Mapping[str, Path | LoraError] | None = None,
+        mag_tables: MagTables | None = None,
     ) -> None:
         """`loras`: the LoRA files (name -> file, or why it could not be fetched) that jobs
-        may switch on; each is attached once, here."""
+        may switch on; each is attached once, here. `mag_tables`: MagCache ratios the host
+        calibrated (`framepack-bot calibrate-cache`), used before the shipped ones."""
         self.components = components
+        self.mag_tables: MagTables = mag_tables or {}
         self.device = resolve_device(device)
         self.memory_mode = choose_memory_mode(
             memory,
@@ -216,6 +220,7 @@ class FramePackEngine:
             height=job.height,
             width=job.width,
             steps=params.steps,
+            calibrated=self.mag_tables,
         )
         try:
             for spec in job.specs[done:]:

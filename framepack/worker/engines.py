@@ -59,10 +59,14 @@ EngineFactory = Callable[[str, str], EngineLike]
 
 
 def engine_factory(
-    model: ModelSettings, on_download: Callable[[int, int], None] | None = None
+    model: ModelSettings,
+    on_download: Callable[[int, int], None] | None = None,
+    *,
+    mag_tables: Path | None = None,
 ) -> EngineFactory:
     """Engines of the configured device, loading each preset's components from its sources
-    (downloading what the cache lacks first, reported to `on_download`)."""
+    (downloading what the cache lacks first, reported to `on_download`), with the MagCache
+    tables the host calibrated into the folder `mag_tables`."""
 
     def build(preset: str, memory: str) -> EngineLike:
         from framepack.engine.engine import FramePackEngine
@@ -71,8 +75,13 @@ def engine_factory(
         components = load_components(
             dataclasses.replace(model, preset=preset), on_download=on_download
         )
+        from framepack.engine.caches.mag_ratios import load_tables
+
         loras = lora_files(model, preset)
-        return FramePackEngine(components, device=model.device, memory=memory, loras=loras)
+        tables = load_tables(mag_tables) if mag_tables is not None else None
+        return FramePackEngine(
+            components, device=model.device, memory=memory, loras=loras, mag_tables=tables
+        )
 
     return build
 
@@ -174,7 +183,10 @@ class EngineSlot:
         cls, settings: Settings, *, on_download: Callable[[int, int], None] | None = None
     ) -> EngineSlot:
         model = settings.model
-        return cls(engine_factory(model, on_download), preset=model.preset, memory=model.memory)
+        factory = engine_factory(
+            model, on_download, mag_tables=DataDir(settings.storage.data_dir).mag_ratios
+        )
+        return cls(factory, preset=model.preset, memory=model.memory)
 
     @property
     def mode(self) -> str:

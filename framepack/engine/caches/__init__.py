@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
+from framepack.engine.caches.mag_ratios import MagTables, mag_ratios
+
 CACHES: tuple[str, ...] = ("off", "teacache", "magcache")
 # teacache: rel_l1_thresh (the demo's 0.15, ~2.1x); magcache: FramePack-Studio's default
 DEFAULT_THRESHOLDS: dict[str, float] = {"teacache": 0.15, "magcache": 0.1}
@@ -48,9 +50,11 @@ def apply_step_cache(
     height: int,
     width: int,
     steps: int,
+    calibrated: MagTables | None = None,
 ) -> None:
     """Attach `cache` to `transformer` for a job of `steps` steps at height x width, the
-    model `family` (its MagCache ratios); ``off`` attaches nothing."""
+    model `family` (its MagCache ratios, the host's `calibrated` ones first); ``off``
+    attaches nothing."""
     remove_step_cache(transformer)
     if cache == "off":
         return
@@ -62,9 +66,9 @@ def apply_step_cache(
     elif cache == "magcache":
         from diffusers.hooks.mag_cache import MagCacheConfig, apply_mag_cache, nearest_interp
 
-        from framepack.engine.caches.mag_ratios import mag_ratios
-
-        table = torch.tensor(mag_ratios(family, height=height, width=width, steps=steps))
+        table = torch.tensor(
+            mag_ratios(family, height=height, width=width, steps=steps, calibrated=calibrated)
+        )
         ratios = nearest_interp(table, steps).tolist()
         # A ratio of 0 at the last step: its error is 1 or more, above any threshold
         # (< 1), so the last step computes, as TeaCache's does (the first ones are

@@ -7,7 +7,8 @@ published calibrations (FP-Studio/FramePack-Studio,
 FramePackStudio v0.4 with default settings and seed 31337"), the 512, 640 and 768
 resolution groups at 25 and 50 steps; other step counts are interpolated as
 diffusers' MagCache does (nearest). `framepack-bot calibrate-cache` records a
-table of one's own.
+table of one's own in the data folder (``mag_ratios/*.json``); the worker reads
+those at start and they come before the shipped ones (`load_tables`).
 
 The tiny preset's random weights have no ratios worth calibrating: it gets a flat
 table (every ratio 1, so MagCache skips as often as `max_skip_steps` allows):
@@ -16,6 +17,13 @@ the table, the engine computes a section's last step (`framepack.engine.caches`)
 """
 
 from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # family -> resolution group ((height + width) / 2) -> steps -> ratios (the first is 1)
 MAG_RATIOS: dict[str, dict[int, dict[int, tuple[float, ...]]]] = {
@@ -92,13 +100,50 @@ MAG_RATIOS: dict[str, dict[int, dict[int, tuple[float, ...]]]] = {
 }  # fmt: skip
 
 
-def mag_ratios(family: str, *, height: int, width: int, steps: int) -> tuple[float, ...]:
+# family -> resolution group -> steps -> ratios, as MAG_RATIOS
+MagTables = Mapping[str, Mapping[int, Mapping[int, tuple[float, ...]]]]
+
+
+def mag_ratios(
+    family: str, *, height: int, width: int, steps: int, calibrated: MagTables | None = None
+) -> tuple[float, ...]:
     """The table closest to a job: its family's nearest resolution group, then the nearest
-    step count (MagCacheConfig interpolates it to `steps`). A family without a table (the
-    tiny preset) gets the flat one."""
-    groups = MAG_RATIOS.get(family)
+    step count (MagCacheConfig interpolates it to `steps`). `calibrated` tables (the host's
+    own, `load_tables`) come before the shipped ones: a calibrated family is looked up in
+    them alone. A family without a table (the tiny preset) gets the flat one."""
+    groups = (calibrated or {}).get(family) or MAG_RATIOS.get(family)
     if groups is None:
         return (1.0,) * steps
     size = (height + width) / 2
     by_steps = groups[min(groups, key=lambda r: abs(r - size))]
     return by_steps[min(by_steps, key=lambda s: abs(s - steps))]
+
+
+def table_file_name(family: str, resolution: int, steps: int) -> str:
+    """The name `framepack-bot calibrate-cache` gives a table in the tables folder."""
+    return f"{family}-{resolution}-{steps}.json"
+
+
+def load_tables(folder: Path) -> dict[str, dict[int, dict[int, tuple[float, ...]]]]:
+    """The calibrated tables in `folder` (each file as `calibrate-cache` writes it:
+    family, resolution, steps, ratios). A file that is not such a table is logged and
+    left out: a bad table must not keep the worker from rendering."""
+    tables: dict[str, dict[int, dict[int, tuple[float, ...]]]] = {}
+    if not folder.is_dir():
+        return tables
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            family, resolution, steps = (
+                str(data["family"]),
+                int(data["resolution"]),
+                int(data["steps"]),
+            )
+            ratios = tuple(float(r) for r in data["ratios"])
+            if len(ratios) != steps or steps < 2 or not all(r >= 0 for r in ratios):
+                raise ValueError(f"{steps} steps with {len(ratios)} ratios")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("MagCache table %s left out: not a calibrated table (%s)", path, exc)
+            continue
+        tables.setdefault(family, {}).setdefault(resolution, {})[steps] = ratios
+    return tables
