@@ -6,7 +6,9 @@ and the estimates count a job's adapters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,16 @@ async def test_a_bad_lora_file_fails_only_its_jobs_and_the_worker_goes_on(
     assert mp4["loras"] == "paint 0.8" and mp4["prompt"] == "a cat walks, oil painting"
     assert (await bot_store.get(plain)).status is JobStatus.DONE
     assert slot.engine is not None and slot.engine.loras["paint"].error is None
+    # the timings keep base-model step times: a LoRA job's divided by its factor
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        rows = dict(
+            (job_id, (render / (sections * steps), step))
+            for job_id, render, sections, steps, step in db.execute(
+                "SELECT job_id, render_seconds, sections, steps, step_seconds FROM timings"
+            )
+        )
+    assert rows[styled][1] == pytest.approx(rows[styled][0] / lora_factor(1))
+    assert rows[plain][1] == pytest.approx(rows[plain][0])
 
 
 async def test_the_estimate_counts_the_loras(bot_store: JobStore) -> None:
