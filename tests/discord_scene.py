@@ -61,6 +61,41 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def two_platforms_config(
+    tmp_path: Path, discord_fake: Any, guild: Any, telegram: Any, extra: str = ""
+) -> Path:
+    """A config for one `framepack-bot run` serving both loopback fakes, with `extra` TOML
+    after it (their tokens come from the environment: `platform_tokens`)."""
+    config = write_config(
+        tmp_path,
+        discord={
+            "enabled": True,
+            "token_env": "FPB_TEST_DISCORD_TOKEN",
+            "allowed_guilds": [guild.id],
+            "edit_interval": 1.0,
+            "api_base": discord_fake.api_base,
+            "gateway_url": discord_fake.gateway_url,
+        },
+        telegram={
+            "enabled": True,
+            "token_env": "FPB_TEST_TELEGRAM_TOKEN",
+            "base_url": telegram.base_url,
+            "base_file_url": telegram.base_file_url,
+            "edit_interval": 1.0,
+        },
+    )
+    config.write_text(config.read_text() + extra)
+    return config
+
+
+def platform_tokens(discord_fake: Any, telegram: Any) -> dict[str, str]:
+    """The environment variables `two_platforms_config` reads the fakes' tokens from."""
+    return {
+        "FPB_TEST_DISCORD_TOKEN": discord_fake.token,
+        "FPB_TEST_TELEGRAM_TOKEN": telegram.token,
+    }
+
+
 async def open_store(settings: Settings) -> JobStore:
     data = DataDir(settings.storage.data_dir)
     data.ensure()

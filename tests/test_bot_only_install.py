@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.discord_scene import png, write_config
+from tests.discord_scene import platform_tokens, png, two_platforms_config
 from tests.fakes.discord_harness import DiscordHarness, FakeMessage
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -64,28 +64,10 @@ async def test_run_on_the_bot_host_and_a_worker_elsewhere_serve_both_platforms(
         channel = guild.add_text_channel("videos")
         alice = discord_fake.add_user("alice")
         guild.add_member(alice)
-        config = write_config(
-            tmp_path,
-            discord={
-                "enabled": True,
-                "token_env": "FPB_TEST_DISCORD_TOKEN",
-                "allowed_guilds": [guild.id],
-                "edit_interval": 1.0,
-                "api_base": discord_fake.api_base,
-                "gateway_url": discord_fake.gateway_url,
-            },
-            telegram={
-                "enabled": True,
-                "token_env": "FPB_TEST_TELEGRAM_TOKEN",
-                "base_url": telegram.base_url,
-                "base_file_url": telegram.base_file_url,
-                "edit_interval": 1.0,
-            },
-        )
+        config = two_platforms_config(tmp_path, discord_fake, guild, telegram)
         env = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-            "FPB_TEST_DISCORD_TOKEN": discord_fake.token,
-            "FPB_TEST_TELEGRAM_TOKEN": telegram.token,
+            **platform_tokens(discord_fake, telegram),
         }
         run_log, worker_log = tmp_path / "run.log", tmp_path / "worker.log"
         with run_log.open("wb") as log:  # from another folder: nothing of the checkout

@@ -21,7 +21,7 @@ import pytest
 from framepack.models.tiny import build_tiny_components
 from framepack.video.probe import probe
 from storage.store import JobStore
-from tests.discord_scene import png, write_config
+from tests.discord_scene import platform_tokens, png, two_platforms_config
 from tests.fakes.discord_harness import DiscordHarness, FakeMessage
 from tests.fakes.telegram_api import FakeTelegram
 from tests.lora_fixtures import random_lora, write_lora
@@ -68,29 +68,10 @@ async def test_a_lora_picked_on_each_platform_reaches_the_worker_and_the_caption
         channel = guild.add_text_channel("videos")
         alice = discord_fake.add_user("alice")
         guild.add_member(alice)
-        config = write_config(
-            tmp_path,
-            discord={
-                "enabled": True,
-                "token_env": "FPB_TEST_DISCORD_TOKEN",
-                "allowed_guilds": [guild.id],
-                "edit_interval": 1.0,
-                "api_base": discord_fake.api_base,
-                "gateway_url": discord_fake.gateway_url,
-            },
-            telegram={
-                "enabled": True,
-                "token_env": "FPB_TEST_TELEGRAM_TOKEN",
-                "base_url": telegram.base_url,
-                "base_file_url": telegram.base_file_url,
-                "edit_interval": 1.0,
-            },
-        )
-        config.write_text(config.read_text() + CATALOGUE)
+        config = two_platforms_config(tmp_path, discord_fake, guild, telegram, CATALOGUE)
         env = {
             **os.environ,
-            "FPB_TEST_DISCORD_TOKEN": discord_fake.token,
-            "FPB_TEST_TELEGRAM_TOKEN": telegram.token,
+            **platform_tokens(discord_fake, telegram),
             "PYTHONPATH": str(REPO),
         }
         log_path = tmp_path / "run.log"
