@@ -17,6 +17,7 @@ from storage.records import (
     EventKind,
     Job,
     JobEvent,
+    JobParams,
     JobStatus,
     ModelActivity,
     QueuePosition,
@@ -143,11 +144,23 @@ def _facts(job: Job, used_cache: str | None = None) -> str:
     """Seed, length, steps, model, and the step cache when one is on: the job's, or for a
     job that left it to the host, the one its done event says it ran with ("magcache 0.1")."""
     p = job.params
-    facts = f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}"
+    return f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · {p.model}" + option_facts(
+        p, used_cache
+    )
+
+
+def option_facts(p: JobParams, used_cache: str | None = None) -> str:
+    """ " · LoRA paint 0.8 · magcache 0.1": the job's LoRAs and its step cache with its
+    threshold when one is on (for a job that left the cache to the host, `used_cache`, the
+    one its done event says it ran with); empty for neither."""
+    facts = ""
     if p.loras:
         facts += " · LoRA " + ", ".join(f"{name} {scale:g}" for name, scale in p.loras)
-    cache = (p.cache if p.cache is not None else str(used_cache or "")).partition(" ")[0]
-    if cache not in ("", "off"):
+    if p.cache is not None:
+        cache = p.cache if p.cache_threshold is None else f"{p.cache} {p.cache_threshold:g}"
+    else:
+        cache = str(used_cache or "")
+    if cache.partition(" ")[0] not in ("", "off"):
         facts += f" · {cache}"
     return facts
 

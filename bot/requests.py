@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from storage.config import GenerationSettings, ModelSettings
+from storage.config import NO_LORA, GenerationSettings, ModelSettings
 from storage.records import JobParams
 
 MODELS = ("framepack", "f1")
@@ -95,6 +95,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
     prompt_words: list[str] = []
     values: dict[str, str] = {}
     loras: list[tuple[str, float | None]] = []
+    lora_given = False  # `--lora none` is an empty list, not "none asked"
     i = 0
     while i < len(tokens):
         option = _option_token(tokens[i])
@@ -121,6 +122,7 @@ def parse_animate_text(rest: str) -> AnimateOptions:
             value = tokens[i]
         if name in REPEATABLE:
             loras.extend(parse_lora_specs(value))
+            lora_given = True
             i += 1
             continue
         if name in values:
@@ -139,12 +141,15 @@ def parse_animate_text(rest: str) -> AnimateOptions:
         model=values.get("model"),
         cache=values.get("cache"),
         end="end" in values,
-        loras=tuple(loras) if loras else None,
+        loras=tuple(loras) if lora_given else None,
     )
 
 
 def parse_lora_specs(text: str) -> list[tuple[str, float | None]]:
-    """`name[:scale]`, or several of them separated by commas, as (name, scale or None)."""
+    """`name[:scale]`, or several of them separated by commas, as (name, scale or None);
+    ``none``: no LoRA (a remix then drops the ones of the job it remixes)."""
+    if text.strip().lower() == NO_LORA:
+        return []
     specs: list[tuple[str, float | None]] = []
     for part in text.split(","):
         name, colon, scale_text = part.strip().partition(":")

@@ -28,7 +28,7 @@ from bot.requests import (
     new_seed,
 )
 from bot.videos import check_video, is_video, save_video
-from storage.config import Settings
+from storage.config import NO_LORA, Settings
 from storage.files import DataDir, DiskFull, is_disk_full
 from storage.records import EventKind, Job, JobParams, JobStatus
 from storage.retention import remove_job_files
@@ -76,7 +76,7 @@ def loras_text(settings: Settings, platform: str) -> str:
     )
     lines.append(
         f"Use: {use} (scale {model.lora_min_scale:g} to {model.lora_max_scale:g}); "
-        "several: a,b:0.5."
+        f"several: a,b:0.5; {NO_LORA}: no LoRA (a remix then drops those it had)."
     )
     return "\n".join(lines)
 

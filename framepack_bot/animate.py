@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -168,7 +169,9 @@ def _loras(specs: list[str], model: ModelSettings) -> dict[str, tuple[Path, floa
             name, default, triggers = lora.name, lora.scale, lora.triggers
         elif Path(text).expanduser().is_file():
             path = Path(text).expanduser()
-            name, default, triggers = path.stem, 1.0, ""
+            # the adapter's name: PEFT refuses dots in it ("style.v1.safetensors")
+            name = re.sub(r"[^a-z0-9_-]+", "_", path.stem.lower()).strip("_") or "lora"
+            default, triggers = 1.0, ""
         else:
             known = ", ".join(lora.name for lora in model.loras) or "none in the config"
             raise ValueError(

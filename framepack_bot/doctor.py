@@ -228,8 +228,10 @@ def check_loras(settings: Settings) -> list[Finding]:
             path = lora_path(lora, settings.model.cache_dir, download=False)
         except LoraError as exc:
             fix = (
-                "the worker downloads it at its start; or fetch it now with "
-                f"`huggingface-cli download {lora.hub[0]} {lora.hub[1]}`"
+                f"{lora.source!r} is read as a Hugging Face Hub file, which the worker "
+                "downloads at its start; fetch it now with "
+                f"`huggingface-cli download {lora.hub[0]} {lora.hub[1]}`, or, for a local "
+                f"file, write the source as './{lora.source}'"
                 if lora.hub
                 else "put the file there, or fix source under [[model.loras]]"
             )

@@ -95,6 +95,7 @@ MODEL_COMPONENTS = (
 
 LORA_MODELS = ("framepack", "f1")
 _LORA_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+NO_LORA = "none"  # `--lora none`: a remix without the LoRAs of the job it remixes
 
 
 @dataclass(frozen=True)
@@ -463,6 +464,10 @@ def _check_loras(model: ModelSettings, base: Path) -> list[LoraSettings]:
             raise ConfigError(
                 f"{key}.name: {lora.name!r} is not a name members can type; use 1-32 "
                 'lowercase letters, digits, - and _ (e.g. "ghibli")'
+            )
+        if lora.name == NO_LORA:
+            raise ConfigError(
+                f'{key}.name: "{NO_LORA}" is what members type for no LoRA; choose another name'
             )
         if any(other.name == lora.name for other in checked):
             raise ConfigError(f"{key}.name: {lora.name!r} is in the catalogue twice")

@@ -18,7 +18,8 @@ from tests.test_animate_cli import animate
 def test_animate_with_a_catalogue_lora_and_a_lora_file(tmp_path: Path) -> None:
     transformer = build_tiny_components().transformer
     write_lora(tmp_path / "paint.safetensors", random_lora(transformer), "original", transformer)
-    write_lora(tmp_path / "musubi.safetensors", random_lora(transformer, seed=4),
+    # a dotted file name: the adapter is named "musubi_v1" (PEFT refuses dots)
+    write_lora(tmp_path / "Musubi.v1.safetensors", random_lora(transformer, seed=4),
                "musubi-framepack", transformer)  # fmt: skip
     (tmp_path / "config.toml").write_text(
         '[model]\npreset = "tiny"\n[[model.loras]]\nname = "paint"\n'
@@ -27,11 +28,11 @@ def test_animate_with_a_catalogue_lora_and_a_lora_file(tmp_path: Path) -> None:
     picture(96, 128).save(tmp_path / "cat.png")
     base = ["cat.png", "--prompt", "a cat", "--seconds", "1", "--steps", "2", "--seed", "1",
             "--resolution", "64", "--config", "config.toml"]  # fmt: skip
-    result = animate(*base, "--lora", "paint", "--lora", "musubi.safetensors:0.5",
+    result = animate(*base, "--lora", "paint", "--lora", "Musubi.v1.safetensors:0.5",
                      "--output", "out.mp4", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     metadata = probe(tmp_path / "out.mp4").metadata
-    assert metadata["loras"] == "paint 0.6, musubi 0.5"
+    assert metadata["loras"] == "paint 0.6, musubi_v1 0.5"
     assert metadata["prompt"] == "a cat, oil painting"
 
     refused = animate(*base, "--lora", "ghibli", "--output", "x.mp4", cwd=tmp_path)

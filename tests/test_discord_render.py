@@ -89,13 +89,15 @@ def test_the_step_cache_shows_in_the_embed_and_the_caption_when_on(tmp_path: Pat
     from bot.progress import JobProgress
     from bot.telegram.render import caption
 
-    chosen = job(tmp_path, params=JobParams(prompt="a cat", seed=77, cache="teacache"))
-    assert "framepack · teacache" in discord_message(chosen, render(chosen)).embed["description"]
-    assert "framepack · teacache" in caption(render(chosen), 12)
+    params = JobParams(prompt="a cat", seed=77, cache="teacache", cache_threshold=0.1)
+    chosen = job(tmp_path, params=params)
+    description = discord_message(chosen, render(chosen)).embed["description"]
+    assert "framepack · teacache 0.1" in description
+    assert "framepack · teacache 0.1" in caption(render(chosen), 12)
     off = job(tmp_path, params=JobParams(prompt="a cat", seed=77, cache="off"))
     assert "cache" not in caption(render(off), 12)
     # a job that left it to the host: the done event says which cache it ran with
     done = job(tmp_path, status=JobStatus.DONE, finished_at=1.0)
     view = render(done, JobProgress(done={"cache": "magcache 0.1"}))
-    assert "framepack · magcache" in discord_message(done, view).embed["description"]
-    assert "framepack · magcache" in caption(view, 12)
+    assert "framepack · magcache 0.1" in discord_message(done, view).embed["description"]
+    assert "framepack · magcache 0.1" in caption(view, 12)

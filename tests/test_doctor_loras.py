@@ -54,6 +54,7 @@ def test_each_lora_of_the_catalogue_gets_a_line(tmp_path: Path) -> None:
     assert "! LoRA missing: no such file" in out and "put the file there" in out
     assert "! LoRA hub: nobody/loras/hub.safetensors is not in the Hugging Face cache yet" in out
     assert "huggingface-cli download nobody/loras hub.safetensors" in out
+    assert "for a local file, write the source as './nobody/loras/hub.safetensors'" in out
 
 
 def test_a_real_models_lora_is_matched_against_the_full_size_transformer(tmp_path: Path) -> None:

@@ -256,6 +256,12 @@ def test_a_calibrated_table_in_the_data_folder_comes_before_the_shipped_one(
     assert any("broken.json left out" in r.getMessage() for r in caplog.records)
     assert mag_ratios("tiny", height=128, width=128, steps=6, calibrated=tables) == (0.0,) * 6
     assert mag_ratios("f1", height=640, width=640, steps=25, calibrated=tables)[1] != 0.0
+    # a calibration replaces the shipped table of its resolution and steps, not the others
+    own = {"framepack": {640: {25: (0.5,) * 25}}}
+    assert mag_ratios("framepack", height=640, width=608, steps=25, calibrated=own)[1] == 0.5
+    shipped = mag_ratios("framepack", height=640, width=608, steps=50)
+    assert mag_ratios("framepack", height=640, width=608, steps=50, calibrated=own) == shipped
+    assert mag_ratios("framepack", height=768, width=768, steps=25, calibrated=own)[1] != 0.5
 
     magcache = replace(CACHED, cache="magcache")
     engine = engine_factory(parse_settings({}).model, mag_tables=folder)("tiny", "auto")

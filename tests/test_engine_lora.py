@@ -143,6 +143,28 @@ def test_alpha_over_rank_is_folded_into_lora_b() -> None:
             },
             "cannot be split",
         ),
+        (  # an empty alpha (it raised IndexError, and the engine could not be built)
+            {
+                "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.ones(4, 32),
+                "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.ones(32, 4),
+                "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.ones(0),
+            },
+            "not one alpha",
+        ),
+        (  # rank 0 (alpha / rank divided by 0), and ranks that do not agree
+            {
+                "diffusion_model.double_blocks.0.img_attn_proj.lora_A.weight": torch.ones(0, 32),
+                "diffusion_model.double_blocks.0.img_attn_proj.lora_B.weight": torch.ones(32, 0),
+            },
+            "do not fit together",
+        ),
+        (
+            {
+                "diffusion_model.double_blocks.0.img_attn_proj.lora_A.weight": torch.ones(4, 32),
+                "diffusion_model.double_blocks.0.img_attn_proj.lora_B.weight": torch.ones(32, 8),
+            },
+            "do not fit together",
+        ),
     ],
 )
 def test_files_that_are_no_lora_are_refused_with_the_reason(tensors: dict, message: str) -> None:

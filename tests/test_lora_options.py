@@ -61,6 +61,7 @@ def test_the_catalogue_is_read_with_each_source_resolved(tmp_path: Path) -> None
             r"model\.loras\[0\]\.trigger: unknown key",
         ),
         ({"name": "x", "source": "a.st", "scale": "big"}, r"scale: expected a number"),
+        ({"name": "none", "source": "a.st"}, r'name: "none" is what members type for no LoRA'),
     ],
 )
 def test_a_bad_catalogue_entry_is_refused_with_its_key(lora: dict, message: str) -> None:
@@ -90,6 +91,7 @@ def test_lora_options_parse_repeated_or_comma_separated() -> None:
         ("anime", None),
     )
     assert parse_animate_text("a cat").loras is None
+    assert parse_animate_text("a cat --lora none").loras == ()  # a remix without LoRAs
     with pytest.raises(UserError, match="scale must be a number, not 'lots'"):
         parse_animate_text("a cat --lora paint:lots")
     with pytest.raises(UserError, match="--lora needs a name"):
@@ -149,6 +151,9 @@ def test_the_caption_names_the_loras() -> None:
     assert _facts(job_record(loras=(("paint", 0.8),))).endswith("· LoRA paint 0.8")
     assert "LoRA" not in _facts(job_record())
     assert AnimateOptions(prompt="x").loras is None
+    from bot.web.views import params_text  # the host's page says it of every job too
+
+    assert params_text(job_record(loras=(("paint", 0.8),))).endswith("· LoRA paint 0.8")
 
 
 async def test_reroll_remix_and_extend_keep_the_loras(tmp_path: Path) -> None:

@@ -127,8 +127,13 @@ async def test_extend_as_a_reply_to_the_video(
                              reply_to=message.message_id)  # fmt: skip
         await fake.wait_for(lambda: len(job_messages(fake, USER)) == 2, timeout=10)
         fake.user_sends_text(user_id=USER, text="/extend more")  # a reply to nothing
-        (answer,) = await fake.wait_for(lambda: replies(fake, USER), timeout=10)
-    assert answer.startswith("Reply /extend to a finished video of mine")
+        # options an extension cannot change are refused, not dropped unsaid
+        for options in ("--cache off", "--guidance 5", "--seed 3"):
+            fake.user_sends_text(
+                user_id=USER, text=f"/extend more {options}", reply_to=message.message_id
+            )
+        answers = await fake.wait_for(lambda: (r := replies(fake, USER))[3:] and r, timeout=10)
+    assert all(a.startswith("Reply /extend to a finished video of mine") for a in answers)
     _, extended = await jobs(settings)
     assert (extended.params.prompt, extended.params.seconds) == ("it sits down", 1.5)
     assert extended.params.extend_of == 1

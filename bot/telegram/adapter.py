@@ -311,7 +311,9 @@ class TelegramAdapter:
         job_id = await self._replied_job(message)
         parsed = split_command(message.text or "")
         options = parse_animate_text(parsed[2] if parsed else "")
-        if options.seed is not None or options.steps is not None or options.model is not None:
+        # an extension continues its video as it was rendered: only its prompt and length
+        # may change (an option it would ignore is refused rather than dropped unsaid)
+        if options != AnimateOptions(options.prompt, seconds=options.seconds):
             raise UserError(EXTEND_USAGE)
         async with self.guard.posting() as token:
             job = await self.service.extend(

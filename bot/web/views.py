@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.formatting import format_bytes, format_duration, format_eta
-from bot.progress import JobProgress, Media, model_activity_text, render
+from bot.progress import JobProgress, Media, model_activity_text, option_facts, render
 from bot.web.live import Snapshot
 from storage.files import DataDir, poster_of
 from storage.records import (
@@ -88,7 +88,7 @@ def params_text(job: Job) -> str:
     text = (
         f"seed {p.seed} · {p.seconds:g} s · {p.steps} steps · guidance {p.guidance:g} · {p.model}"
     )
-    return text + (f" · {p.cache}" if p.cache not in (None, "off") else "")
+    return text + option_facts(p)
 
 
 def job_card(

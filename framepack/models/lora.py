@@ -162,6 +162,8 @@ def _pairs(state_dict: Mapping[str, torch.Tensor], naming: str) -> dict[str, _Pa
         elif kind in ("lora_B.weight", "lora_up.weight"):
             pair.up = tensor
         elif kind == "alpha":
+            if tensor.numel() != 1:
+                raise LoraError(f"{key} holds {tensor.numel()} numbers, not one alpha")
             pair.alpha = float(tensor.float().reshape(-1)[0])
         else:
             raise LoraError(f"key {key!r} is no LoRA weight (lora_A/B, lora_down/up or alpha)")
@@ -170,7 +172,12 @@ def _pairs(state_dict: Mapping[str, torch.Tensor], naming: str) -> dict[str, _Pa
             raise LoraError(
                 f"{module}: has no {'down (A)' if pair.down is None else 'up (B)'} matrix"
             )
-        if pair.down.ndim != 2 or pair.up.ndim != 2 or pair.up.shape[1] != pair.down.shape[0]:
+        if (
+            pair.down.ndim != 2
+            or pair.up.ndim != 2
+            or pair.down.shape[0] == 0  # rank 0: alpha / rank would divide by it
+            or pair.up.shape[1] != pair.down.shape[0]
+        ):
             raise LoraError(
                 f"{module}: its matrices do not fit together "
                 f"({tuple(pair.up.shape)} after {tuple(pair.down.shape)})"
@@ -312,7 +319,7 @@ def _load_adapter(
         with warnings.catch_warnings():  # PEFT warns of a second adapter: we mean several
             warnings.filterwarnings("ignore", "Already found a `peft_config`")
             transformer.load_lora_adapter(converted, prefix="transformer", adapter_name=name)
-    except (RuntimeError, ValueError, KeyError) as exc:
+    except Exception as exc:  # whatever PEFT meets in a file: that LoRA's jobs fail, not all
         with contextlib.suppress(Exception):
             transformer.delete_adapters(name)
         raise LoraError(f"diffusers could not attach it: {exc}") from None

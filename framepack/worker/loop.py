@@ -363,8 +363,10 @@ class Worker:
             job_log("!", "lost: another worker has it now", logging.WARNING)
 
     async def _fail(self, job: Job, job_log: JobLog, exc: Exception) -> None:
+        detail = ""
         if isinstance(exc, JobFailed):
             reason = str(exc)
+            detail = f" ({exc.detail})" if exc.detail else ""
         else:
             log.error("job %d: %s", job.id, exc, exc_info=exc)
             reason = (
@@ -376,7 +378,7 @@ class Worker:
         except JobLost:
             job_log("!", "lost: another worker has it now", logging.WARNING)
             return
-        job_log("×", f"failed: {reason}")
+        job_log("×", f"failed: {reason}{detail}")
 
 
 def _device_of(engine: EngineLike) -> Any:

@@ -32,13 +32,16 @@ from storage.files import DataDir
 from storage.records import Job
 from storage.store import JobStore
 
-log = logging.getLogger("framepack.worker")
-
 _T = TypeVar("_T")
 
 
 class JobFailed(Exception):
-    """A job that cannot be rendered; the message is for its owner."""
+    """A job that cannot be rendered; the message is for its owner, `detail` for the host's
+    log line of the failure (what went wrong in the file, say)."""
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class EngineStalled(Exception):
@@ -106,8 +109,9 @@ class Renderer:
             image = None if source else await self.on_gpu(open_picture, job.input_path)
             end_image = await self.on_gpu(open_picture, job.end_image_path)
         except (OSError, UnidentifiedImageError) as exc:
-            log.warning("job %d: cannot read its picture: %s", job.id, exc)
-            raise JobFailed("The picture could not be read. Please send it again.") from None
+            raise JobFailed(
+                "The picture could not be read. Please send it again.", detail=str(exc)
+            ) from None
         try:
             events = engine.generate(
                 params,
@@ -118,8 +122,7 @@ class Renderer:
                 should_cancel=lease.should_cancel,
             )
         except LoraUnavailable as exc:
-            log.warning("job %d: %s", job.id, exc)
-            raise JobFailed(_LORA_MESSAGE.format(name=exc.name)) from None
+            raise JobFailed(_LORA_MESSAGE.format(name=exc.name), detail=str(exc)) from None
         except ValueError as exc:  # the engine checks every setting before it starts
             raise JobFailed(f"These settings cannot be rendered: {exc}") from None
         writer = JobEventWriter(
@@ -133,9 +136,8 @@ class Renderer:
         try:
             done = await self._drive(events, writer, lease)
         except SourceUnreadable as exc:  # read as the job starts, before its first step
-            log.warning("job %d: %s", job.id, exc)
             raise JobFailed(
-                "The video to continue could not be read. Please send it again."
+                "The video to continue could not be read. Please send it again.", detail=str(exc)
             ) from None
         return done, writer.times, engine
 

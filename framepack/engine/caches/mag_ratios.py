@@ -109,10 +109,14 @@ def mag_ratios(
 ) -> tuple[float, ...]:
     """The table closest to a job: its family's nearest resolution group, then the nearest
     step count (MagCacheConfig interpolates it to `steps`). `calibrated` tables (the host's
-    own, `load_tables`) come before the shipped ones: a calibrated family is looked up in
-    them alone. A family without a table (the tiny preset) gets the flat one."""
-    groups = (calibrated or {}).get(family) or MAG_RATIOS.get(family)
-    if groups is None:
+    own, `load_tables`) replace the shipped ones of their resolution group and step count
+    and join the rest. A family without a table (the tiny preset) gets the flat one."""
+    groups: dict[int, dict[int, tuple[float, ...]]] = {
+        size: dict(by_steps) for size, by_steps in MAG_RATIOS.get(family, {}).items()
+    }
+    for size, by_steps in (calibrated or {}).get(family, {}).items():
+        groups.setdefault(size, {}).update(by_steps)
+    if not groups:
         return (1.0,) * steps
     size = (height + width) / 2
     by_steps = groups[min(groups, key=lambda r: abs(r - size))]
