@@ -381,3 +381,36 @@ async def test_the_animate_form_offers_the_step_cache_and_checks_it(tmp_path: Pa
                 assert await page.store.jobs_of("web", "host") == []
         (job,) = await page.store.jobs_of("web", "host")
         assert job.params.cache == "teacache"
+
+
+async def test_the_animate_form_offers_the_catalogues_loras_and_checks_them(
+    tmp_path: Path,
+) -> None:
+    from tests.web_harness import web_config
+    from tests.worker_fixtures import settings_of
+
+    (tmp_path / "paint.safetensors").write_bytes(b"")
+    config = web_config(tmp_path)
+    config.write_text(
+        config.read_text() + '[[model.loras]]\nname = "paint"\nsource = "paint.safetensors"\n'
+        'description = "thick brush strokes"\n'
+    )
+    async with serving(settings_of(config)) as page, WebClient(page.url) as client:
+        await client.login()
+        _, text, _ = await client.get("/animate")
+        assert '<input name="lora" list="loras"' in text
+        assert "paint (framepack, f1; scale 1) — thick brush strokes" in text
+        for lora in ("ghibli", "paint:0.5"):
+            await client.get("/animate")
+            form = aiohttp.FormData()
+            form.add_field("image", png(), filename="x.png", content_type="image/png")
+            form.add_field("prompt", "a cat")
+            form.add_field("lora", lora)
+            status, text, _ = await client.post("/animate", form)
+            if lora == "ghibli":  # refused with the chats' sentence and the list, nothing queued
+                assert status == 400 and "There is no LoRA called &#39;ghibli&#39;" in text
+                assert "The LoRAs for framepack are: paint" in text
+                assert 'value="ghibli"' in text  # the form keeps what was typed
+                assert await page.store.jobs_of("web", "host") == []
+        (job,) = await page.store.jobs_of("web", "host")
+        assert job.params.loras == (("paint", 0.5),)

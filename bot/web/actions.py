@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
-from bot.requests import AnimateOptions, UserError
+from bot.requests import AnimateOptions, UserError, parse_lora_specs
 from bot.web import pages
 from bot.web.context import HOST, context_of, flash, session_of, set_session
 
@@ -207,7 +207,7 @@ def _number(form: MultiDictProxy, name: str, kind: type, label: str) -> int | fl
 
 # ---- animate -------------------------------------------------------------------------
 
-FORM_FIELDS = ("prompt", "seconds", "seed", "steps", "guidance", "model", "cache")
+FORM_FIELDS = ("prompt", "seconds", "seed", "steps", "guidance", "model", "cache", "lora")
 
 
 async def animate(request: web.Request) -> web.StreamResponse:
@@ -224,6 +224,8 @@ async def animate(request: web.Request) -> web.StreamResponse:
             guidance=_number(form, "guidance", float, "Guidance"),
             model=_text(form, "model") or None,
             cache=_text(form, "cache") or None,
+            # as Discord's lora option: name[:scale], several separated by commas
+            loras=tuple(parse_lora_specs(lora)) if (lora := _text(form, "lora")) else None,
         )
         image = _upload(form, "image")
         if image is None:
@@ -233,7 +235,12 @@ async def animate(request: web.Request) -> web.StreamResponse:
         flash(request, error.message, "error")
         kept = {name: _text(form, name) for name in FORM_FIELDS}
         response = await pages.screen(
-            request, "animate", "animate.html", gen=ctx.settings.generation, form=kept
+            request,
+            "animate",
+            "animate.html",
+            gen=ctx.settings.generation,
+            form=kept,
+            loras=ctx.settings.model.loras,
         )
         response.set_status(400)
         return response

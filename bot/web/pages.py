@@ -63,7 +63,8 @@ async def users(request: web.Request) -> web.Response:
 
 async def animate_form(request: web.Request) -> web.Response:
     """The host's own /animate: a picture, an end picture, a prompt and options."""
-    gen = context_of(request).settings.generation
+    settings = context_of(request).settings
+    gen = settings.generation
     form = {
         "prompt": "",
         "seconds": f"{gen.seconds:g}",
@@ -72,8 +73,11 @@ async def animate_form(request: web.Request) -> web.Response:
         "guidance": f"{gen.guidance:g}",
         "model": "framepack",
         "cache": gen.cache,
+        "lora": "",
     }
-    return await screen(request, "animate", "animate.html", gen=gen, form=form)
+    return await screen(
+        request, "animate", "animate.html", gen=gen, form=form, loras=settings.model.loras
+    )
 
 
 async def job(request: web.Request) -> web.Response:
