@@ -115,11 +115,24 @@ class _Sender:
             await self._changed.wait()
 
     async def _show(self, job: Job, view: JobView) -> bool:
-        """Whether the message shows `view` now."""
+        """Whether the message shows `view` now. An edit still waiting for its turn in
+        the chat's pace is dropped when the job finishes meanwhile: its video goes in
+        the order the jobs finished, not behind this job's last progress edit."""
         self._shown_at = self.clock()
+        show = asyncio.ensure_future(self.notifier.show(job, view))
+        final = asyncio.ensure_future(self._wait_for_final())
         try:
-            await self.notifier.show(job, view)
-        except Exception as exc:
+            await asyncio.wait((show, final), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            final.cancel()
+            if not show.done():
+                show.cancel()
+                await asyncio.wait((show,))  # its own end (a cancel of ours still ends us)
+            # `_wait_for_final` consumed the change signals: look at the latest view again
+            self._changed.set()
+        if show.cancelled():
+            return False
+        if (exc := show.exception()) is not None:
             log.warning("job %d: could not update its message: %s", job.id, exc)
             return False
         self._shown = view.signature()

@@ -200,6 +200,40 @@ async def test_edits_are_throttled_latest_view_wins_final_once(tmp_path: Path) -
         assert len(times) >= 2 and all(gap >= 0.4 - 0.01 for gap in gaps), gaps
 
 
+class HeldEdits(RecordingNotifier):
+    """A chat at its pace: every progress edit waits for its turn until released."""
+
+    def __init__(self) -> None:
+        super().__init__(edit_interval=0.0)
+        self.turn = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.dropped = 0
+
+    async def show(self, job: Job, view: JobView) -> None:
+        self.waiting.set()
+        try:
+            await self.turn.wait()
+        except asyncio.CancelledError:
+            self.dropped += 1
+            raise
+        await super().show(job, view)
+
+
+async def test_a_finished_job_does_not_wait_behind_its_own_progress_edit(tmp_path: Path) -> None:
+    async with await JobStore.open(tmp_path / "db") as store:
+        notifier = HeldEdits()
+        await add_job(store, "ann")
+        _, stop, task = await running_tracker(store, notifier)
+        await wait_until(notifier.waiting.is_set)  # the queued view waits for its turn
+        job = await store.claim("w")
+        await store.complete(job.id, "w", result_path="/v/final.mp4", metadata={})
+        # the video goes out though the edit's turn never comes: the edit is dropped
+        await wait_until(lambda: notifier.delivered)
+        assert notifier.dropped == 1 and notifier.shown == []
+        stop.set()
+        await task
+
+
 async def test_delivery_is_retried_and_happens_once_across_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
