@@ -20,9 +20,15 @@ import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 IDLE_KEYS = 1024  # keys kept after their last call; older idle ones are dropped
+
+# True while the current task waits for its turn (nothing of its call has been sent):
+# a caller that runs the call in a task of its own context may drop it then, and only
+# then (a call let go runs to its answer, so the platform and the count agree).
+waiting_turn: ContextVar[bool] = ContextVar("waiting_turn", default=False)
 
 
 @dataclass
@@ -96,6 +102,7 @@ class RateLimiter:
             rank = (0, float(urgent))
         ticket = (*rank, next(self._tickets))
         heapq.heappush(line.waiting, ticket)
+        waiting = waiting_turn.set(True)
         try:
             while True:
                 first = line.waiting[0] == ticket
@@ -107,6 +114,7 @@ class RateLimiter:
                     await asyncio.wait_for(line.moved.wait(), wait)
             line.in_flight += 1
         finally:
+            waiting_turn.reset(waiting)
             line.waiting.remove(ticket)
             heapq.heapify(line.waiting)
             line.moved.set()  # the next in line looks again

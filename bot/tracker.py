@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
 
 from bot.adapters import JobNotifier
 from bot.progress import JobProgress, JobView, render
+from bot.throttle import waiting_turn
 from storage.records import Job, JobStatus, ModelActivity, QueuePosition
 from storage.store import JobStore
 
@@ -116,17 +118,21 @@ class _Sender:
 
     async def _show(self, job: Job, view: JobView) -> bool:
         """Whether the message shows `view` now. An edit still waiting for its turn in
-        the chat's pace is dropped when the job finishes meanwhile: its video goes in
-        the order the jobs finished, not behind this job's last progress edit."""
+        the chat's pace (`bot.throttle.waiting_turn`) is dropped when the job finishes
+        meanwhile: its video goes in the order the jobs finished, not behind this job's
+        last progress edit. An edit already sent is let finish."""
         self._shown_at = self.clock()
-        show = asyncio.ensure_future(self.notifier.show(job, view))
+        context = contextvars.copy_context()  # the show's own, to read its waiting_turn
+        show = asyncio.create_task(self.notifier.show(job, view), context=context)
         final = asyncio.ensure_future(self._wait_for_final())
         try:
             await asyncio.wait((show, final), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            final_came = final.done()  # else the show ended, or we are being cancelled
             final.cancel()
             if not show.done():
-                show.cancel()
+                if not final_came or context.get(waiting_turn, False):
+                    show.cancel()
                 await asyncio.wait((show,))  # its own end (a cancel of ours still ends us)
             # `_wait_for_final` consumed the change signals: look at the latest view again
             self._changed.set()

@@ -201,22 +201,24 @@ async def test_edits_are_throttled_latest_view_wins_final_once(tmp_path: Path) -
 
 
 class HeldEdits(RecordingNotifier):
-    """A chat at its pace: every progress edit waits for its turn until released."""
+    """A chat at its pace: every progress edit waits for its turn in a real limiter whose
+    window is full (an edit that was let go would run to its end)."""
 
     def __init__(self) -> None:
         super().__init__(edit_interval=0.0)
-        self.turn = asyncio.Event()
+        self.limiter = RateLimiter([(1, 3600.0)])
+        self.limiter.penalize("chat", 3600.0)  # no turn comes in this test
         self.waiting = asyncio.Event()
         self.dropped = 0
 
     async def show(self, job: Job, view: JobView) -> None:
         self.waiting.set()
         try:
-            await self.turn.wait()
+            async with self.limiter.call("chat"):
+                await super().show(job, view)
         except asyncio.CancelledError:
             self.dropped += 1
             raise
-        await super().show(job, view)
 
 
 async def test_a_finished_job_does_not_wait_behind_its_own_progress_edit(tmp_path: Path) -> None:
