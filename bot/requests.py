@@ -273,14 +273,7 @@ def build_params(
         model=model,
         loras=loras,
         cache=cache,
-        cache_threshold=cache_threshold(cache, settings),
-    )
-
-
-def cache_threshold(cache: str, settings: GenerationSettings) -> float | None:
-    """The host's threshold of `cache` (None for off)."""
-    return {"teacache": settings.teacache_threshold, "magcache": settings.magcache_threshold}.get(
-        cache
+        cache_threshold=settings.cache_threshold(cache),
     )
 
 

@@ -68,11 +68,11 @@ def main(args: argparse.Namespace) -> int:
     generation = settings.generation
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     cache = args.cache or generation.cache
-    threshold = args.cache_threshold
-    if threshold is None and cache != "off":
-        threshold = (
-            generation.teacache_threshold if cache == "teacache" else generation.magcache_threshold
-        )
+    threshold = (
+        args.cache_threshold
+        if args.cache_threshold is not None
+        else generation.cache_threshold(cache)
+    )
     params = GenerationParams(
         prompt=args.prompt,
         seconds=args.seconds if args.seconds is not None else generation.seconds,

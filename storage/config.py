@@ -172,6 +172,10 @@ class GenerationSettings:
     max_video_bytes: int = _spec(20_000_000, min=1, help="largest video file taken as an input")
     max_video_pixels: int = _spec(2_100_000, min=1, help="most pixels a frame of an input")
 
+    def cache_threshold(self, cache: str) -> float | None:
+        """The host's threshold of the step cache `cache` (None for off)."""
+        return {"teacache": self.teacache_threshold, "magcache": self.magcache_threshold}.get(cache)
+
 
 @dataclass(frozen=True)
 class QueueSettings:

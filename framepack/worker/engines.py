@@ -134,11 +134,9 @@ def generation_params(job: Job, settings: Settings) -> GenerationParams:
         if lora is not None:
             prompt = add_triggers(prompt, lora.triggers)
     cache = p.cache if p.cache is not None else defaults.cache
-    threshold = p.cache_threshold
-    if threshold is None and cache != "off":
-        threshold = (
-            defaults.teacache_threshold if cache == "teacache" else defaults.magcache_threshold
-        )
+    threshold = (
+        p.cache_threshold if p.cache_threshold is not None else defaults.cache_threshold(cache)
+    )
     return GenerationParams(
         prompt=prompt,
         seconds=p.seconds,
